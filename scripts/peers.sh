@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Installs the project's test peers into a project-local, git-ignored cache (.peers/ by default,
+# override with SSCSI_PEERS_DIR) and prints where each one is. Idempotent: every peer carries a
+# stamp of the version it was built from, and a second run with everything cached only checks
+# the stamps.
+#
+#   scripts/peers.sh            install everything that is missing, then print the locations
+#   scripts/peers.sh --print    only print the locations (non-zero exit if something is missing)
+#   scripts/peers.sh NAME...    install only the named peers (etcd kube-apiserver csi-sanity
+#                               upstream-driver upstream-azure-provider python)
+#
+# Versions live in scripts/versions.env and nowhere else.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+peers=${SSCSI_PEERS_DIR:-"$root/.peers"}
+bin="$peers/bin"
+work="$peers/build"
+mkdir -p "$bin" "$work"
+
+# shellcheck disable=SC1091
+set -a; source "$root/scripts/versions.env"; set +a
+
+log() { printf '[peers] %s\n' "$*" >&2; }
+die() { printf '[peers] error: %s\n' "$*" >&2; exit 1; }
+
+# stamped NAME VALUE: true when the peer NAME was already installed from VALUE.
+stamped() { [[ -f "$peers/stamps/$1" && "$(cat "$peers/stamps/$1")" == "$2" ]]; }
+stamp() { mkdir -p "$peers/stamps"; printf '%s' "$2" >"$peers/stamps/$1"; }
+
+need_go() { command -v go >/dev/null || die "go is required to build $1 (install Go >= 1.24)"; }
+
+# Builds a Go main package through a throw-away wrapper module, so that dependency `replace`
+# directives (which `go install pkg@version` refuses) do not matter.
+#   go_wrapper_build NAME OUT PACKAGE MODULE@VERSION [extra go-mod-edit args...] -- [ldflags]
+go_wrapper_build() {
+  local name=$1 out=$2 pkg=$3 modver=$4
+  shift 4
+  local edits=() ldflags=""
+  while (($#)); do
+    if [[ $1 == -- ]]; then shift; ldflags=${1:-}; break; fi
+    edits+=("$1"); shift
+  done
+  local dir="$work/$name"
+  rm -rf "$dir"; mkdir -p "$dir"
+  (
+    cd "$dir"
+    go mod init "local.invalid/peers/$name" >/dev/null 2>&1
+    go mod edit -require="$modver"
+    if ((${#edits[@]})); then go mod edit "${edits[@]}"; fi
+    printf 'package main\n\nimport _ "%s"\n' "$pkg" >tools.go
+    # `go mod tidy` would drop nothing useful and costs a resolution pass; `go get` resolves
+    # exactly what the package needs.
+    GOFLAGS=-mod=mod go get "$pkg@${modver#*@}" >/dev/null
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" -o "$out" "$pkg"
+  )
+}
+
+install_etcd() {
+  local v=$ETCD_VERSION
+  if stamped etcd "$v" && [[ -x $bin/etcd ]]; then return; fi
+  need_go etcd
+  log "building etcd $v from the Go module proxy"
+  go_wrapper_build etcd "$bin/etcd" go.etcd.io/etcd/server/v3 "go.etcd.io/etcd/server/v3@$v"
+  stamp etcd "$v"
+}
+
+install_kube_apiserver() {
+  local v=$KUBERNETES_VERSION
+  if stamped kube-apiserver "$v" && [[ -x $bin/kube-apiserver ]]; then return; fi
+  need_go kube-apiserver
+  log "building kube-apiserver $v from the Go module proxy (several minutes cold)"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
+  # folders; a consumer maps each one to its published tag v0.MINOR.PATCH instead.
+  local staging_version="v0.${v#v1.}"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$v"
+  local edits=()
+  while read -r m; do
+    edits+=("-replace=$m=$m@$staging_version")
+  done < <(grep -oE '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$gomod" | awk '{print $1}' | sort -u)
+  local minor=${v#v1.}; minor=${minor%%.*}
+  go_wrapper_build kube-apiserver "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
+    "k8s.io/kubernetes@$v" "${edits[@]}" -- \
+    "-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitTreeState=clean"
+  stamp kube-apiserver "$v"
+}
+
+# go_install NAME OUT PACKAGE VERSION: `go install` of a module without replace directives.
+go_install() {
+  local name=$1 out=$2 pkg=$3 v=$4
+  if stamped "$name" "$v" && [[ -x $out ]]; then return; fi
+  need_go "$name"
+  log "installing $name $v from the Go module proxy"
+  local tmp="$work/gobin-$name"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$pkg@$v"
+  mv "$tmp/$(basename "${pkg%/}")" "$out"
+  rm -rf "$tmp"
+  stamp "$name" "$v"
+}
+
+install_csi_sanity() {
+  go_install csi-sanity "$bin/csi-sanity" \
+    github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity "$CSI_TEST_VERSION"
+}
+
+install_upstream_driver() {
+  go_install upstream-driver "$bin/upstream-secrets-store-csi-driver" \
+    sigs.k8s.io/secrets-store-csi-driver/cmd/secrets-store-csi-driver "$UPSTREAM_DRIVER_VERSION"
+}
+
+install_upstream_azure_provider() {
+  # The provider's main package is the module's `cmd` folder, so the binary is named `cmd`.
+  go_install upstream-azure-provider "$bin/upstream-secrets-store-provider-azure" \
+    github.com/Azure/secrets-store-csi-driver-provider-azure/cmd "$UPSTREAM_AZURE_PROVIDER_VERSION"
+}
+
+install_python() {
+  local venv="$peers/venv"
+  local pins=(
+    "azure-identity==$PY_AZURE_IDENTITY"
+    "azure-keyvault-secrets==$PY_AZURE_KEYVAULT_SECRETS"
+    "azure-keyvault-keys==$PY_AZURE_KEYVAULT_KEYS"
+    "azure-keyvault-certificates==$PY_AZURE_KEYVAULT_CERTIFICATES"
+    "cryptography==$PY_CRYPTOGRAPHY"
+    "grpcio==$PY_GRPCIO"
+    "grpcio-tools==$PY_GRPCIO_TOOLS"
+  )
+  local want="${pins[*]}"
+  if stamped python "$want" && [[ -x $venv/bin/python ]]; then return; fi
+  command -v python3 >/dev/null || die "python3 is required for the Azure SDK virtualenv"
+  log "creating the Python virtualenv with the official Azure SDK"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
+  stamp python "$want"
+}
+
+print_locations() {
+  local missing=0
+  row() {
+    local name=$1 path=$2 version=$3
+    if [[ -e $path ]]; then
+      printf '%-26s %-10s %s\n' "$name" "$version" "$path"
+    else
+      printf '%-26s %-10s MISSING (run scripts/peers.sh)\n' "$name" "$version"
+      missing=1
+    fi
+  }
+  row etcd "$bin/etcd" "$ETCD_VERSION"
+  row kube-apiserver "$bin/kube-apiserver" "$KUBERNETES_VERSION"
+  row csi-sanity "$bin/csi-sanity" "$CSI_TEST_VERSION"
+  row upstream-driver "$bin/upstream-secrets-store-csi-driver" "$UPSTREAM_DRIVER_VERSION"
+  row upstream-azure-provider "$bin/upstream-secrets-store-provider-azure" "$UPSTREAM_AZURE_PROVIDER_VERSION"
+  row python-azure-sdk "$peers/venv/bin/python" "$PY_AZURE_KEYVAULT_SECRETS"
+  return $missing
+}
+
+all=(etcd kube-apiserver csi-sanity upstream-driver upstream-azure-provider python)
+case "${1:-}" in
+  --print) print_locations; exit $? ;;
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+targets=("$@")
+((${#targets[@]})) || targets=("${all[@]}")
+
+start=$(date +%s)
+for t in "${targets[@]}"; do
+  case $t in
+    etcd) install_etcd ;;
+    kube-apiserver) install_kube_apiserver ;;
+    csi-sanity) install_csi_sanity ;;
+    upstream-driver) install_upstream_driver ;;
+    upstream-azure-provider) install_upstream_azure_provider ;;
+    python) install_python ;;
+    *) die "unknown peer '$t' (known: ${all[*]})" ;;
+  esac
+done
+log "peers ready in $(($(date +%s) - start))s under $peers"
+print_locations
