@@ -1,0 +1,279 @@
+//! Command-line flags (upstream names and defaults) and the typed config built from them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Flags as upstream's `secrets-store-csi-driver` (Go `flag` style `--name=value` works; bare
+/// booleans mean true).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "secrets-store-csi-driver",
+    about = "Secrets Store CSI node plugin",
+    disable_version_flag = true
+)]
+pub struct DriverArgs {
+    /// CSI endpoint: unix:///path/csi.sock (or unix://path, made absolute as upstream).
+    #[arg(long, default_value = "unix://tmp/csi.sock", env = "CSI_ENDPOINT")]
+    pub endpoint: String,
+    /// Name of the driver.
+    #[arg(long, default_value = crate::DEFAULT_DRIVER_NAME)]
+    pub drivername: String,
+    /// Node name (the DaemonSet passes spec.nodeName).
+    #[arg(long, default_value = "", env = "KUBE_NODE_NAME")]
+    pub nodeid: String,
+    /// Provider socket directory, searched last.
+    #[arg(long, default_value = "/var/run/secrets-store-csi-providers")]
+    pub provider_volume: PathBuf,
+    /// Comma-separated provider socket directories, searched first.
+    #[arg(
+        long,
+        default_value = "/etc/kubernetes/secrets-store-csi-providers",
+        value_delimiter = ','
+    )]
+    pub additional_provider_volume_paths: Vec<PathBuf>,
+    /// Prometheus endpoint (`:8095` listens on every address).
+    #[arg(long, default_value = ":8095")]
+    pub metrics_addr: String,
+    /// Refresh contents on kubelet's republish (CSIDriver requiresRepublish).
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub enable_secret_rotation: bool,
+    /// Minimum time between two refreshes of one volume (Go duration: 2m, 30s, 1h30m).
+    #[arg(long, default_value = "2m", value_parser = parse_go_duration)]
+    pub rotation_poll_interval: Duration,
+    /// Call Version on providers periodically and log the result.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub provider_health_check: bool,
+    #[arg(long, default_value = "2m", value_parser = parse_go_duration)]
+    pub provider_health_check_interval: Duration,
+    /// Largest provider response accepted, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_call_recv_msg_size: usize,
+    /// JSON log lines.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub log_format_json: bool,
+    /// klog-style verbosity (0 = info, 4+ = debug, 6+ = trace).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+    /// Print the version as JSON and exit.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub version: bool,
+    /// Accepted for compatibility; only Prometheus exists.
+    #[arg(long, default_value = "Prometheus")]
+    pub metrics_backend: String,
+    /// Accepted for compatibility; pprof has no Rust counterpart and is ignored.
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub enable_pprof: bool,
+    #[arg(long, default_value_t = 6065)]
+    pub pprof_port: u16,
+    /// Kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read SecretProviderClasses from this YAML file instead of the API server (demo / no
+    /// cluster). Pod status, Secret sync and Events are then off.
+    #[arg(long)]
+    pub class_file: Option<PathBuf>,
+    /// Use a plain directory instead of tmpfs (no privileges needed; secrets land on disk).
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub no_tmpfs: bool,
+}
+
+/// Where the CSI server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// The validated configuration the library runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub driver_name: String,
+    pub node_id: String,
+    pub provider_dirs: Vec<PathBuf>,
+    pub rotation: Option<Duration>,
+    pub max_recv_msg_size: usize,
+    /// Used when kubelet sends no grpc-timeout (kubelet's CSI calls use 2 minutes).
+    pub default_timeout: Duration,
+}
+
+impl Config {
+    /// A config for tests, the demo and benchmarks.
+    pub fn new(node_id: impl Into<String>, provider_dirs: Vec<PathBuf>) -> Self {
+        Self {
+            driver_name: crate::DEFAULT_DRIVER_NAME.into(),
+            node_id: node_id.into(),
+            provider_dirs,
+            rotation: None,
+            max_recv_msg_size: 4 * 1024 * 1024,
+            default_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl DriverArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        if self.nodeid.is_empty() {
+            anyhow::bail!("--nodeid is required (the DaemonSet passes --nodeid=$(KUBE_NODE_NAME))");
+        }
+        if self.drivername.is_empty() {
+            anyhow::bail!("--drivername must not be empty");
+        }
+        let mut provider_dirs: Vec<PathBuf> = self
+            .additional_provider_volume_paths
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .cloned()
+            .collect();
+        provider_dirs.push(self.provider_volume.clone());
+        Ok(Config {
+            driver_name: self.drivername.clone(),
+            node_id: self.nodeid.clone(),
+            provider_dirs,
+            rotation: self
+                .enable_secret_rotation
+                .then_some(self.rotation_poll_interval),
+            max_recv_msg_size: self.max_call_recv_msg_size,
+            default_timeout: Duration::from_secs(120),
+        })
+    }
+
+    pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        parse_endpoint(&self.endpoint)
+    }
+
+    pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
+        let a = &self.metrics_addr;
+        let full = if a.starts_with(':') {
+            format!("0.0.0.0{a}")
+        } else {
+            a.clone()
+        };
+        full.parse()
+            .map_err(|e| anyhow::anyhow!("--metrics-addr={a}: {e} (expected host:port or :port)"))
+    }
+}
+
+/// `unix:///abs/path`, `unix://rel/path` (made absolute, as upstream does on Linux), or
+/// `tcp://host:port`.
+pub fn parse_endpoint(s: &str) -> anyhow::Result<Endpoint> {
+    if let Some(rest) = s.strip_prefix("unix://") {
+        let path = if rest.starts_with('/') {
+            PathBuf::from(rest)
+        } else {
+            PathBuf::from(format!("/{rest}"))
+        };
+        if rest.is_empty() {
+            anyhow::bail!("--endpoint={s}: empty socket path");
+        }
+        return Ok(Endpoint::Unix(path));
+    }
+    if let Some(rest) = s.strip_prefix("tcp://") {
+        return Ok(Endpoint::Tcp(
+            rest.parse()
+                .map_err(|e| anyhow::anyhow!("--endpoint={s}: {e}"))?,
+        ));
+    }
+    anyhow::bail!("--endpoint={s}: must start with unix:// or tcp://")
+}
+
+/// Go's `time.ParseDuration` for the units flags use: `ns`, `us`, `ms`, `s`, `m`, `h`,
+/// concatenated (`1h30m`) and fractional (`1.5s`). Written by hand because the common Rust
+/// parsers accept a different syntax (`2min`, spaces) and reject Go's.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (examples: 30s, 2m, 1h30m)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_go_duration("2min").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("m").is_err());
+    }
+
+    #[test]
+    fn upstream_style_flags() -> anyhow::Result<()> {
+        let a = DriverArgs::try_parse_from([
+            "secrets-store-csi-driver",
+            "--endpoint=unix:///csi/csi.sock",
+            "--nodeid=node-1",
+            "--provider-volume=/var/run/secrets-store-csi-providers",
+            "--additional-provider-volume-paths=/etc/a,/etc/b",
+            "--enable-secret-rotation=true",
+            "--rotation-poll-interval=30s",
+            "--metrics-addr=:8095",
+            "--provider-health-check",
+            "-v=5",
+        ])?;
+        let c = a.config()?;
+        assert_eq!(
+            c.provider_dirs,
+            [
+                PathBuf::from("/etc/a"),
+                "/etc/b".into(),
+                "/var/run/secrets-store-csi-providers".into()
+            ]
+        );
+        assert_eq!(c.rotation, Some(Duration::from_secs(30)));
+        assert!(a.provider_health_check);
+        assert_eq!(a.verbosity, 5);
+        assert_eq!(a.endpoint()?, Endpoint::Unix("/csi/csi.sock".into()));
+        assert_eq!(
+            parse_endpoint("unix://tmp/csi.sock")?,
+            Endpoint::Unix("/tmp/csi.sock".into())
+        );
+        assert_eq!(a.metrics_addr()?.port(), 8095);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_nodeid_is_a_clear_error() -> anyhow::Result<()> {
+        let a = DriverArgs::try_parse_from(["secrets-store-csi-driver"])?;
+        let e = a.config().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("--nodeid"), "{e}");
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! `secrets-store-csi-driver`: the CSI node plugin binary (flags as upstream).
+
+use std::sync::Arc;
+
+use clap::Parser;
+use driver::config::DriverArgs;
+use driver::metrics::Metrics;
+use driver::{
+    ClassSource, DirMounter, FileClassSource, GrpcProviderClient, KubeClassSource, KubeSinks,
+    Mounter, NodeService, TmpfsMounter,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = DriverArgs::parse();
+    if args.version {
+        let v = serde_json::json!({ "BuildVersion": driver::VERSION, "GitCommit": option_env!("GIT_COMMIT").unwrap_or(""), "BuildDate": option_env!("BUILD_DATE").unwrap_or("") });
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    init_logging(&args);
+    let config = args.config()?;
+    let endpoint = args.endpoint()?;
+    if args.enable_pprof {
+        tracing::warn!("--enable-pprof has no effect in this driver");
+    }
+
+    let provider = Arc::new(GrpcProviderClient::new(
+        config.provider_dirs.clone(),
+        config.max_recv_msg_size,
+    ));
+    let mounter: Arc<dyn Mounter> = if args.no_tmpfs {
+        Arc::new(DirMounter::default())
+    } else {
+        Arc::new(TmpfsMounter)
+    };
+    let (classes, kube): (Arc<dyn ClassSource>, Option<KubeSinks>) = match &args.class_file {
+        Some(path) => {
+            tracing::info!(file = %path.display(), "reading SecretProviderClasses from a file; pod status, Secret sync and Events are off");
+            (Arc::new(FileClassSource::new(path)), None)
+        }
+        None => {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            (
+                Arc::new(KubeClassSource::new(client.clone())),
+                Some(KubeSinks::new(client, &config.node_id)),
+            )
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let metrics_addr = args.metrics_addr()?;
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = driver::metrics::serve(m, metrics_addr).await {
+            tracing::error!(addr = %metrics_addr, error = %e, "metrics server failed");
+        }
+    });
+    if args.provider_health_check {
+        let p = provider.clone();
+        let every = args.provider_health_check_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                p.health_check().await;
+            }
+        });
+    }
+    tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
+    let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
+    driver::server::serve(service, &endpoint, shutdown_signal()).await
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("--kubeconfig={}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no API server configuration ({e}); pass --kubeconfig, run in a pod, or use --class-file for a cluster-less run")
+        })?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn init_logging(args: &DriverArgs) {
+    let level = match args.verbosity {
+        0..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},h2=info,hyper=info,tower=info,kube_client=info"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

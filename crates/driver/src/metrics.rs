@@ -1,0 +1,266 @@
+//! Prometheus metrics with upstream's names, served on `--metrics-addr` at `/metrics`.
+//!
+//! Labels are bounded: `provider` is a provider whose socket exists on this node (else
+//! `unknown`), `error_type` is a `&'static str` from an error `kind()` (upstream puts the
+//! provider-supplied error code there; we log that code instead), `os_type` is constant.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+const OS_TYPE: &str = std::env::consts::OS;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+    os_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderErrorLabels {
+    provider: String,
+    error_type: &'static str,
+    os_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OsLabels {
+    os_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    provider: String,
+    os_type: &'static str,
+    rotated: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationErrorLabels {
+    provider: String,
+    error_type: &'static str,
+    os_type: &'static str,
+    rotated: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncErrorLabels {
+    error_type: &'static str,
+    os_type: &'static str,
+}
+
+/// The driver's metrics.
+pub struct Metrics {
+    registry: Registry,
+    node_publish: Family<ProviderLabels, Counter>,
+    node_publish_error: Family<ProviderErrorLabels, Counter>,
+    node_unpublish: Family<OsLabels, Counter>,
+    node_unpublish_error: Family<OsLabels, Counter>,
+    rotation: Family<RotationLabels, Counter>,
+    rotation_error: Family<RotationErrorLabels, Counter>,
+    rotation_duration: Family<OsLabels, Histogram>,
+    sync_secret: Family<ProviderLabels, Counter>,
+    sync_secret_error: Family<SyncErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            node_publish: Family::default(),
+            node_publish_error: Family::default(),
+            node_unpublish: Family::default(),
+            node_unpublish_error: Family::default(),
+            rotation: Family::default(),
+            rotation_error: Family::default(),
+            rotation_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.1, 1.35, 11))
+            }),
+            sync_secret: Family::default(),
+            sync_secret_error: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "node_publish",
+            "Successful NodePublishVolume calls",
+            m.node_publish.clone(),
+        );
+        registry.register(
+            "node_publish_error",
+            "Failed NodePublishVolume calls",
+            m.node_publish_error.clone(),
+        );
+        registry.register(
+            "node_unpublish",
+            "Successful NodeUnpublishVolume calls",
+            m.node_unpublish.clone(),
+        );
+        registry.register(
+            "node_unpublish_error",
+            "Failed NodeUnpublishVolume calls",
+            m.node_unpublish_error.clone(),
+        );
+        registry.register(
+            "rotation_reconcile",
+            "Rotation refreshes (republish past the poll interval)",
+            m.rotation.clone(),
+        );
+        registry.register(
+            "rotation_reconcile_error",
+            "Failed rotation refreshes",
+            m.rotation_error.clone(),
+        );
+        registry.register(
+            "rotation_reconcile_duration_sec",
+            "Duration of rotation refreshes in seconds",
+            m.rotation_duration.clone(),
+        );
+        registry.register(
+            "sync_k8s_secret",
+            "Kubernetes Secrets created or updated",
+            m.sync_secret.clone(),
+        );
+        registry.register(
+            "sync_k8s_secret_error",
+            "Failed Kubernetes Secret syncs",
+            m.sync_secret_error.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn publish_ok(&self, provider: &str) {
+        self.node_publish
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+                os_type: OS_TYPE,
+            })
+            .inc();
+    }
+
+    pub fn publish_error(&self, provider: &str, error_type: &'static str) {
+        self.node_publish_error
+            .get_or_create(&ProviderErrorLabels {
+                provider: provider.into(),
+                error_type,
+                os_type: OS_TYPE,
+            })
+            .inc();
+    }
+
+    pub fn unpublish(&self, ok: bool) {
+        let f = if ok {
+            &self.node_unpublish
+        } else {
+            &self.node_unpublish_error
+        };
+        f.get_or_create(&OsLabels { os_type: OS_TYPE }).inc();
+    }
+
+    pub fn rotation(&self, provider: &str, rotated: bool, seconds: f64) {
+        let rotated = if rotated { "true" } else { "false" };
+        self.rotation
+            .get_or_create(&RotationLabels {
+                provider: provider.into(),
+                os_type: OS_TYPE,
+                rotated,
+            })
+            .inc();
+        self.rotation_duration
+            .get_or_create(&OsLabels { os_type: OS_TYPE })
+            .observe(seconds);
+    }
+
+    pub fn rotation_error(&self, provider: &str, error_type: &'static str) {
+        self.rotation_error
+            .get_or_create(&RotationErrorLabels {
+                provider: provider.into(),
+                error_type,
+                os_type: OS_TYPE,
+                rotated: "false",
+            })
+            .inc();
+    }
+
+    pub fn secret_synced(&self, provider: &str) {
+        self.sync_secret
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+                os_type: OS_TYPE,
+            })
+            .inc();
+    }
+
+    pub fn secret_sync_error(&self, error_type: &'static str) {
+        self.sync_secret_error
+            .get_or_create(&SyncErrorLabels {
+                error_type,
+                os_type: OS_TYPE,
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serve `/metrics` until the process exits.
+pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_names_with_total_suffix() {
+        let m = Metrics::new();
+        m.publish_ok("azure");
+        m.publish_error("azure", "GRPCProviderError");
+        m.unpublish(true);
+        m.rotation("azure", true, 0.2);
+        let text = m.encode();
+        for name in [
+            "node_publish_total{",
+            "node_publish_error_total{",
+            "node_unpublish_total{",
+            "rotation_reconcile_total{",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+        assert!(text.contains(r#"error_type="GRPCProviderError""#));
+    }
+}

@@ -1,0 +1,165 @@
+//! Mounting the volume's backing store at the target path.
+//!
+//! [`TmpfsMounter`] mounts a tmpfs (needs CAP_SYS_ADMIN, as the DaemonSet runs privileged) so
+//! secrets never touch a disk; [`DirMounter`] only creates the directory, for the demo and CLI
+//! running as a normal user.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Mount-point operations on a target path. Blocking; callers run them off the async runtime.
+pub trait Mounter: Send + Sync + 'static {
+    /// Whether `path` is currently a mount point made by this mounter.
+    fn is_mounted(&self, path: &Path) -> io::Result<bool>;
+    /// Mount at `path` (which exists).
+    fn mount(&self, path: &Path) -> io::Result<()>;
+    /// Unmount `path`; not an error if it is not mounted.
+    fn unmount(&self, path: &Path) -> io::Result<()>;
+}
+
+// === impl TmpfsMounter ===
+
+/// `mount -t tmpfs tmpfs <target>` with no options, as upstream, via mount(2).
+#[derive(Debug, Default, Clone)]
+pub struct TmpfsMounter;
+
+impl Mounter for TmpfsMounter {
+    fn is_mounted(&self, path: &Path) -> io::Result<bool> {
+        is_mount_point(path)
+    }
+
+    fn mount(&self, path: &Path) -> io::Result<()> {
+        rustix::mount::mount(
+            "tmpfs",
+            path,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .map_err(io::Error::from)
+    }
+
+    fn unmount(&self, path: &Path) -> io::Result<()> {
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => Ok(()),
+            // EINVAL: not a mount point; ENOENT: gone already.
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether `path` is a mount point, from `/proc/self/mountinfo` (exact, unlike comparing
+/// st_dev with the parent, which misses bind mounts of the same filesystem).
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().any(|line| {
+        // Fields: id parent major:minor root mount-point options ...
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|mp| Path::new(&unescape_mountinfo(mp)) == canonical)
+    }))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// === impl DirMounter ===
+
+/// No mount at all: the target stays a plain directory. "Mounted" is tracked in memory, so a
+/// restart forgets it (the next publish rewrites the files, which the writer skips if equal).
+#[derive(Debug, Default)]
+pub struct DirMounter {
+    mounted: Mutex<HashSet<PathBuf>>,
+}
+
+impl Mounter for DirMounter {
+    fn is_mounted(&self, path: &Path) -> io::Result<bool> {
+        let set = self
+            .mounted
+            .lock()
+            .map_err(|_| io::Error::other("mounter lock poisoned"))?;
+        Ok(set.contains(path) && path.is_dir())
+    }
+
+    fn mount(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)?;
+        self.mounted
+            .lock()
+            .map_err(|_| io::Error::other("mounter lock poisoned"))?
+            .insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn unmount(&self, path: &Path) -> io::Result<()> {
+        self.mounted
+            .lock()
+            .map_err(|_| io::Error::other("mounter lock poisoned"))?
+            .remove(path);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_octal() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn root_is_a_mount_point_and_a_fresh_dir_is_not() -> anyhow::Result<()> {
+        assert!(is_mount_point(Path::new("/"))?);
+        let dir = tempfile::tempdir()?;
+        assert!(!is_mount_point(dir.path())?);
+        assert!(!is_mount_point(&dir.path().join("missing"))?);
+        Ok(())
+    }
+
+    #[test]
+    fn tmpfs_mount_and_unmount_as_root() -> anyhow::Result<()> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED tmpfs_mount_and_unmount_as_root: needs root for mount(2)");
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let m = TmpfsMounter;
+        m.mount(dir.path())?;
+        let mounted = m.is_mounted(dir.path());
+        m.unmount(dir.path())?;
+        assert!(mounted?);
+        assert!(!m.is_mounted(dir.path())?);
+        m.unmount(dir.path())?; // idempotent
+        Ok(())
+    }
+}

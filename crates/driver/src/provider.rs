@@ -1,0 +1,291 @@
+//! Calling a provider plugin over `<dir>/<provider>.sock` (the v1alpha1 CSIDriverProvider API).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use provider_proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
+use provider_proto::v1alpha1::{MountRequest, ObjectVersion, VersionRequest};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::PublishError;
+use crate::secret::{SecretBytes, SecretString};
+use crate::writer::PayloadFile;
+
+/// Everything the driver sends in one Mount.
+#[derive(Debug)]
+pub struct MountCall {
+    pub provider: String,
+    pub attributes: SecretString,
+    pub secrets: SecretString,
+    pub target_path: String,
+    pub permission: String,
+    pub current_object_versions: Vec<(String, String)>,
+    /// Time left until the caller's deadline.
+    pub timeout: Duration,
+}
+
+/// A successful Mount: files to write (may be empty: the provider wrote them itself) and the
+/// object versions (never empty).
+#[derive(Debug, Default)]
+pub struct MountOutput {
+    pub files: Vec<PayloadFile>,
+    pub object_versions: Vec<(String, String)>,
+}
+
+/// Sends Mount to a named provider.
+#[tonic::async_trait]
+pub trait ProviderClient: Send + Sync + 'static {
+    async fn mount(&self, call: MountCall) -> Result<MountOutput, PublishError>;
+}
+
+/// Provider names usable as a socket file name: `^[a-zA-Z0-9_-]{0,30}$`.
+pub fn valid_provider_name(name: &str) -> bool {
+    name.len() <= 30
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+// === impl GrpcProviderClient ===
+
+/// gRPC to the provider's unix socket with `:authority` `localhost` (some providers reject any
+/// other). One channel per provider, created lazily; unlike upstream, a cached channel is
+/// dropped when its socket file disappears, so a provider that moved directories is found again.
+pub struct GrpcProviderClient {
+    dirs: Vec<PathBuf>,
+    max_recv: usize,
+    clients: Mutex<HashMap<String, (PathBuf, CsiDriverProviderClient<Channel>)>>,
+}
+
+impl GrpcProviderClient {
+    /// `dirs` in search order (upstream: the additional paths first, then `--provider-volume`).
+    pub fn new(dirs: Vec<PathBuf>, max_recv: usize) -> Self {
+        Self {
+            dirs,
+            max_recv,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, provider: &str) -> Result<CsiDriverProviderClient<Channel>, PublishError> {
+        if !valid_provider_name(provider) || provider.is_empty() {
+            return Err(PublishError::InvalidProvider(provider.to_string()));
+        }
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| PublishError::Internal("provider cache poisoned".into()))?;
+        if let Some((sock, client)) = clients.get(provider) {
+            if sock.exists() {
+                return Ok(client.clone());
+            }
+            clients.remove(provider);
+        }
+        let sock = self
+            .dirs
+            .iter()
+            .map(|d| d.join(format!("{provider}.sock")))
+            .find(|p| p.exists())
+            .ok_or_else(|| PublishError::ProviderNotFound {
+                provider: provider.to_string(),
+                searched: self
+                    .dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let client = CsiDriverProviderClient::new(unix_channel(&sock))
+            .max_decoding_message_size(self.max_recv)
+            .max_encoding_message_size(usize::MAX);
+        clients.insert(provider.to_string(), (sock, client.clone()));
+        Ok(client)
+    }
+
+    /// Calls Version on every provider used so far (5 s timeout each) and logs the result;
+    /// the same signal as upstream's `--provider-health-check`.
+    pub async fn health_check(&self) {
+        let clients: Vec<(String, CsiDriverProviderClient<Channel>)> = match self.clients.lock() {
+            Ok(c) => c.iter().map(|(k, (_, c))| (k.clone(), c.clone())).collect(),
+            Err(_) => return,
+        };
+        for (name, mut client) in clients {
+            let mut req = tonic::Request::new(VersionRequest {
+                version: provider_proto::API_VERSION.into(),
+            });
+            req.set_timeout(Duration::from_secs(5));
+            match tokio::time::timeout(Duration::from_secs(5), client.version(req)).await {
+                Ok(Ok(v)) => {
+                    let v = v.into_inner();
+                    tracing::debug!(provider = %name, runtime = %v.runtime_name, version = %v.runtime_version, "provider healthy");
+                }
+                Ok(Err(s)) => {
+                    tracing::warn!(provider = %name, code = ?s.code(), "provider health check failed")
+                }
+                Err(_) => tracing::warn!(provider = %name, "provider health check timed out"),
+            }
+        }
+    }
+}
+
+/// A lazily connecting channel over a unix socket; the URI only sets `:authority`.
+pub fn unix_channel(sock: &Path) -> Channel {
+    let sock = sock.to_path_buf();
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_| {
+            let sock = sock.clone();
+            async move {
+                tokio::net::UnixStream::connect(sock)
+                    .await
+                    .map(TokioIo::new)
+            }
+        },
+    ))
+}
+
+#[tonic::async_trait]
+impl ProviderClient for GrpcProviderClient {
+    async fn mount(&self, call: MountCall) -> Result<MountOutput, PublishError> {
+        let provider = call.provider.clone();
+        let deadline = Instant::now() + call.timeout;
+        let request = MountRequest {
+            attributes: call.attributes.expose().to_string(),
+            secrets: call.secrets.expose().to_string(),
+            target_path: call.target_path.clone(),
+            permission: call.permission.clone(),
+            current_object_version: call
+                .current_object_versions
+                .iter()
+                .map(|(id, version)| ObjectVersion {
+                    id: id.clone(),
+                    version: version.clone(),
+                })
+                .collect(),
+        };
+        // Upstream's service config retries UNAVAILABLE up to 3 attempts (1 s, then x1.1).
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let mut client = self.client(&provider)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PublishError::Deadline(provider));
+            }
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(left);
+            match tokio::time::timeout(left, client.mount(req)).await {
+                Err(_) => return Err(PublishError::Deadline(provider)),
+                Ok(Ok(r)) => break r.into_inner(),
+                Ok(Err(s)) if s.code() == Code::Unavailable && attempt < 3 => {
+                    tracing::debug!(provider = %provider, attempt, "provider unavailable, retrying");
+                    if deadline.saturating_duration_since(Instant::now()) <= backoff {
+                        return Err(map_status(&provider, &s));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.mul_f32(1.1);
+                }
+                Ok(Err(s)) => return Err(map_status(&provider, &s)),
+            }
+        };
+        if let Some(err) = response.error.as_ref().filter(|e| !e.code.is_empty()) {
+            return Err(PublishError::ProviderErrorCode {
+                provider,
+                code: err.code.clone(),
+            });
+        }
+        if response.object_version.is_empty() {
+            return Err(PublishError::MissingObjectVersions(provider));
+        }
+        let size: usize = response.files.iter().map(|f| f.contents.len()).sum();
+        if size > 1024 * 1024 {
+            tracing::info!(provider = %provider, bytes = size, "provider response is over 1 MiB: syncing it to a Kubernetes Secret may fail");
+        }
+        Ok(MountOutput {
+            object_versions: response
+                .object_version
+                .into_iter()
+                .map(|o| (o.id, o.version))
+                .collect(),
+            files: response
+                .files
+                .into_iter()
+                .map(|f| PayloadFile {
+                    path: f.path,
+                    mode: f.mode,
+                    contents: SecretBytes::new(f.contents),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn map_status(provider: &str, s: &Status) -> PublishError {
+    let message = s.message();
+    if (s.code() == Code::OutOfRange && message.contains("message length too large"))
+        || (s.code() == Code::ResourceExhausted
+            && message.contains("received message larger than max"))
+    {
+        return PublishError::ResponseTooLarge {
+            provider: provider.into(),
+            message: message.into(),
+        };
+    }
+    if s.code() == Code::DeadlineExceeded || s.code() == Code::Cancelled {
+        return PublishError::Deadline(provider.into());
+    }
+    // Provider messages are the provider's own error text (Key Vault errors, auth failures);
+    // they are logged by providers too and carry no request attributes.
+    PublishError::ProviderCall {
+        provider: provider.into(),
+        code: s.code(),
+        message: message.into(),
+    }
+}
+
+/// The provider client shared by the service, the health check and tests.
+pub type SharedProviderClient = Arc<dyn ProviderClient>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names() {
+        assert!(valid_provider_name("azure"));
+        assert!(valid_provider_name("e2e-provider_1"));
+        assert!(!valid_provider_name("../etc/x"));
+        assert!(!valid_provider_name("a.sock"));
+        assert!(!valid_provider_name(&"a".repeat(31)));
+    }
+
+    #[tokio::test]
+    async fn missing_socket_names_the_dirs() {
+        let c = GrpcProviderClient::new(
+            vec!["/nonexistent/a".into(), "/nonexistent/b".into()],
+            4 << 20,
+        );
+        let err = c
+            .mount(MountCall {
+                provider: "azure".into(),
+                attributes: SecretString::new("{}".into()),
+                secrets: SecretString::new("null".into()),
+                target_path: "/t".into(),
+                permission: "420".into(),
+                current_object_versions: vec![],
+                timeout: Duration::from_secs(1),
+            })
+            .await
+            .err();
+        let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            msg.contains("/nonexistent/a, /nonexistent/b") && msg.contains("azure.sock"),
+            "{msg}"
+        );
+        assert_eq!(err.map(|e| e.code()), Some(Code::Unavailable));
+    }
+}

@@ -1,0 +1,456 @@
+//! Writing a provider's files into the target with kubelet's atomic-writer layout:
+//!
+//! ```text
+//! <target>/..2026_11_23_10_00_00.123456789/<files>   the current payload
+//! <target>/..data -> ..2026_11_23_10_00_00.123456789  swapped atomically by rename(2)
+//! <target>/<top-level name> -> ..data/<top-level name>
+//! ```
+//!
+//! Readers see either the old or the new payload, never a mix. Nothing is written when every
+//! file has the same bytes and mode as the current payload and no file disappeared.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::secret::SecretBytes;
+
+const DATA_DIR: &str = "..data";
+const DATA_DIR_TMP: &str = "..data_tmp";
+
+/// One file from a provider: relative path, mode (applied literally), contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadFile {
+    pub path: String,
+    pub mode: i32,
+    pub contents: SecretBytes,
+}
+
+/// Why a payload was refused or could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("invalid file path {path:?} from the provider: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error(
+        "invalid mode {mode} for file {path:?} from the provider: it must be between 0 and 0o7777"
+    )]
+    InvalidMode { path: String, mode: i32 },
+    #[error("duplicate file path {0:?} from the provider")]
+    Duplicate(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError + use<> {
+    let path = path.display().to_string();
+    move |source| WriteError::Io { op, path, source }
+}
+
+/// The checks kubelet and upstream apply to each path, so a provider cannot write outside the
+/// target or over the writer's own `..` entries.
+pub fn validate_path(p: &str) -> Result<(), WriteError> {
+    let bad = |reason| {
+        Err(WriteError::InvalidPath {
+            path: p.to_string(),
+            reason,
+        })
+    };
+    if p.is_empty() {
+        return bad("must not be empty");
+    }
+    if p.len() > 4096 {
+        return bad("must not be longer than 4096 characters");
+    }
+    if Path::new(p).is_absolute() {
+        return bad("must be relative");
+    }
+    if p.contains('\0') {
+        return bad("must not contain NUL");
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    if parts.contains(&"..") {
+        return bad("must not contain '..'");
+    }
+    if parts.iter().any(|c| c.len() > 255) {
+        return bad("must not have a path element longer than 255 characters");
+    }
+    if parts[0].starts_with("..") {
+        return bad("must not start with '..'");
+    }
+    // filepath.Clean(p) == p: no empty elements, no '.', no trailing slash.
+    if parts.iter().any(|c| c.is_empty() || *c == ".") {
+        return bad("must be clean (no '//', '.', or trailing '/')");
+    }
+    Ok(())
+}
+
+fn validate(files: &[PayloadFile]) -> Result<(), WriteError> {
+    let mut seen = BTreeSet::new();
+    for f in files {
+        validate_path(&f.path)?;
+        if !(0..=0o7777).contains(&f.mode) {
+            return Err(WriteError::InvalidMode {
+                path: f.path.clone(),
+                mode: f.mode,
+            });
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(WriteError::Duplicate(f.path.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Write `files` into `target`; returns whether anything changed on disk.
+pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, WriteError> {
+    validate(files)?;
+    legacy_cleanup(target, files)?;
+
+    let old_dir = match std::fs::read_link(target.join(DATA_DIR)) {
+        Ok(p) => Some(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("readlink", &target.join(DATA_DIR))(e)),
+    };
+    let old_files = match &old_dir {
+        Some(d) => list_files(&target.join(d))?,
+        None => BTreeMap::new(),
+    };
+    let new_paths: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let removed: Vec<&String> = old_files
+        .keys()
+        .filter(|p| !new_paths.contains(p.as_str()))
+        .collect();
+
+    if old_dir.is_some() && removed.is_empty() && !changed(target, old_dir.as_deref(), files)? {
+        return Ok(false);
+    }
+
+    // New timestamped directory, filled, then published by swapping ..data.
+    let ts_name = timestamped_name();
+    let ts_dir = target.join(&ts_name);
+    std::fs::create_dir(&ts_dir).map_err(io_err("mkdir", &ts_dir))?;
+    let result = (|| {
+        std::fs::set_permissions(&ts_dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", &ts_dir))?;
+        for f in files {
+            let path = ts_dir.join(&f.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err("create", &path))?;
+            file.write_all(f.contents.expose())
+                .map_err(io_err("write", &path))?;
+            #[allow(clippy::cast_sign_loss)] // validated 0..=0o7777 above
+            let mode = f.mode as u32;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", &path))?;
+        }
+        // User-visible top-level symlinks.
+        let top: BTreeSet<&str> = files
+            .iter()
+            .filter_map(|f| f.path.split('/').next())
+            .collect();
+        for name in &top {
+            let link = target.join(name);
+            match std::fs::symlink_metadata(&link) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    std::os::unix::fs::symlink(Path::new(DATA_DIR).join(name), &link)
+                        .map_err(io_err("symlink", &link))?;
+                }
+                Err(e) => return Err(io_err("lstat", &link)(e)),
+            }
+        }
+        let tmp = target.join(DATA_DIR_TMP);
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&ts_name, &tmp).map_err(io_err("symlink", &tmp))?;
+        std::fs::rename(&tmp, target.join(DATA_DIR)).map_err(io_err("rename", &tmp))?;
+        Ok(top
+            .into_iter()
+            .map(str::to_string)
+            .collect::<BTreeSet<String>>())
+    })();
+    let top = match result {
+        Ok(top) => top,
+        Err(e) => {
+            // Nothing half-written stays behind; the old payload is still the visible one.
+            let _ = std::fs::remove_dir_all(&ts_dir);
+            return Err(e);
+        }
+    };
+
+    // Old top-level names no longer present.
+    let old_top: BTreeSet<&str> = old_files
+        .keys()
+        .filter_map(|p| p.split('/').next())
+        .collect();
+    for name in old_top.into_iter().filter(|n| !top.contains(*n)) {
+        let link = target.join(name);
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&link).map_err(io_err("remove", &link))?;
+        }
+    }
+    if let Some(old) = old_dir {
+        let old = target.join(old);
+        std::fs::remove_dir_all(&old).map_err(io_err("remove", &old))?;
+    }
+    Ok(true)
+}
+
+fn changed(
+    target: &Path,
+    old_dir: Option<&Path>,
+    files: &[PayloadFile],
+) -> Result<bool, WriteError> {
+    let Some(old_dir) = old_dir else {
+        return Ok(true);
+    };
+    for f in files {
+        let path = target.join(old_dir).join(&f.path);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(io_err("lstat", &path)(e)),
+        };
+        #[allow(clippy::cast_sign_loss)]
+        let want_mode = f.mode as u32;
+        if meta.permissions().mode() & 0o7777 != want_mode || meta.len() != f.contents.len() as u64
+        {
+            return Ok(true);
+        }
+        let old = SecretBytes::new(std::fs::read(&path).map_err(io_err("read", &path))?);
+        if old.expose() != f.contents.expose() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Files written directly by a legacy provider (not our symlinks) are removed before writing.
+fn legacy_cleanup(target: &Path, files: &[PayloadFile]) -> Result<(), WriteError> {
+    let top: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| f.path.split('/').next())
+        .collect();
+    for name in top {
+        let p = target.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p).map_err(io_err("remove", &p))?,
+            Ok(_) => std::fs::remove_file(&p).map_err(io_err("remove", &p))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("lstat", &p)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Relative path → absolute path of every regular file under `dir` (no symlinks followed).
+fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, WriteError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        let entries = match std::fs::read_dir(&abs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("readdir", &abs)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("readdir", &abs))?;
+            let ft = entry.file_type().map_err(io_err("lstat", &entry.path()))?;
+            let child = rel.join(entry.file_name());
+            if ft.is_dir() {
+                stack.push(child);
+            } else {
+                out.insert(child.to_string_lossy().into_owned(), entry.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The files currently visible in a target (what a legacy provider wrote itself, or what the
+/// writer published), as relative path → contents. Entries starting with `..` are skipped.
+pub fn read_mounted_files(target: &Path) -> Result<BTreeMap<String, SecretBytes>, WriteError> {
+    let mut out = BTreeMap::new();
+    let entries = std::fs::read_dir(target).map_err(io_err("readdir", target))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("readdir", target))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("..") {
+            continue;
+        }
+        // Follow the top-level symlink (it points inside the target), then walk.
+        let resolved =
+            std::fs::canonicalize(entry.path()).map_err(io_err("resolve", &entry.path()))?;
+        let canonical_target = std::fs::canonicalize(target).map_err(io_err("resolve", target))?;
+        if !resolved.starts_with(&canonical_target) {
+            continue;
+        }
+        if resolved.is_dir() {
+            for (rel, abs) in list_files(&resolved)? {
+                let data = std::fs::read(&abs).map_err(io_err("read", &abs))?;
+                out.insert(format!("{name}/{rel}"), SecretBytes::new(data));
+            }
+        } else {
+            let data = std::fs::read(&resolved).map_err(io_err("read", &resolved))?;
+            out.insert(name, SecretBytes::new(data));
+        }
+    }
+    Ok(out)
+}
+
+/// `..YYYY_MM_DD_HH_MM_SS.<random>` in UTC, like kubelet's timestamped directories.
+fn timestamped_name() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        rand::random::<u32>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn file(path: &str, mode: i32, contents: &str) -> PayloadFile {
+        PayloadFile {
+            path: path.into(),
+            mode,
+            contents: SecretBytes::new(contents.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn rejects_traversal_and_unclean_paths() {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "..data/x",
+            "..foo",
+            "a//b",
+            "./a",
+            "a/",
+            &"x".repeat(256),
+        ] {
+            assert!(validate_path(p).is_err(), "{p:?} should be refused");
+        }
+        for p in ["a", "a/b", "a..b", "dir/.hidden"] {
+            assert!(validate_path(p).is_ok(), "{p:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn writes_layout_modes_and_skips_unchanged() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let t = dir.path();
+        let files = vec![
+            file("foo", 0o644, "secret"),
+            file("nested/bar", 0o400, "b"),
+            file("zero", 0, "z"),
+        ];
+        assert!(write_payload(t, &files)?);
+        assert_eq!(std::fs::read_to_string(t.join("foo"))?, "secret");
+        assert_eq!(std::fs::read_to_string(t.join("nested/bar"))?, "b");
+        assert!(
+            std::fs::symlink_metadata(t.join("foo"))?
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_link(t.join("foo"))?, Path::new("..data/foo"));
+        let data = std::fs::read_link(t.join("..data"))?;
+        assert!(data.to_string_lossy().starts_with("..20"), "{data:?}");
+        assert_eq!(
+            std::fs::metadata(t.join("nested/bar"))?.mode() & 0o7777,
+            0o400
+        );
+        assert_eq!(
+            std::fs::metadata(t.join("zero"))?.mode() & 0o7777,
+            0,
+            "mode 0 is applied literally"
+        );
+
+        // Same content: no write, same timestamped dir.
+        assert!(!write_payload(t, &files)?);
+        assert_eq!(std::fs::read_link(t.join("..data"))?, data);
+
+        // Changed content and a removed file.
+        let files2 = vec![file("foo", 0o644, "rotated")];
+        assert!(write_payload(t, &files2)?);
+        assert_eq!(std::fs::read_to_string(t.join("foo"))?, "rotated");
+        assert!(std::fs::symlink_metadata(t.join("nested")).is_err());
+        assert!(!t.join(&data).exists(), "old payload directory removed");
+        let entries: Vec<_> = std::fs::read_dir(t)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            entries.len(),
+            3,
+            "foo, ..data, one timestamped dir: {entries:?}"
+        );
+
+        let read = read_mounted_files(t)?;
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["foo"]);
+        Ok(())
+    }
+
+    #[test]
+    fn mode_change_alone_rewrites() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert!(write_payload(dir.path(), &[file("a", 0o644, "x")])?);
+        assert!(write_payload(dir.path(), &[file("a", 0o600, "x")])?);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("a"))?.mode() & 0o7777,
+            0o600
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn legacy_files_are_replaced_and_bad_input_leaves_nothing() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("foo"), "written by provider")?;
+        assert!(write_payload(dir.path(), &[file("foo", 0o644, "new")])?);
+        assert_eq!(std::fs::read_to_string(dir.path().join("foo"))?, "new");
+
+        let other = tempfile::tempdir()?;
+        let err = write_payload(
+            other.path(),
+            &[file("ok", 0o644, "x"), file("../escape", 0o644, "x")],
+        );
+        assert!(err.is_err());
+        assert_eq!(
+            std::fs::read_dir(other.path())?.count(),
+            0,
+            "nothing half-written"
+        );
+        let err = write_payload(other.path(), &[file("a", -1, "x")])
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("mode")));
+        Ok(())
+    }
+}
