@@ -7,7 +7,7 @@
 #   scripts/peers.sh            install everything that is missing, then print the locations
 #   scripts/peers.sh --print    only print the locations (non-zero exit if something is missing)
 #   scripts/peers.sh NAME...    install only the named peers (etcd kube-apiserver csi-sanity
-#                               upstream-azure-provider python; upstream-driver explains why it
+#                               helm upstream-azure-provider python; upstream-driver explains why it
 #                               cannot be built here)
 #
 # Versions live in scripts/versions.env and nowhere else.
@@ -108,6 +108,16 @@ install_csi_sanity() {
     github.com/kubernetes-csi/csi-test/v5 "$CSI_TEST_VERSION"
 }
 
+install_helm() {
+  local v=$HELM_VERSION
+  if stamped helm "$v" && [[ -x $bin/helm ]]; then return; fi
+  need_go helm
+  log "building helm $v from the Go module proxy"
+  go_wrapper_build helm "$bin/helm" helm.sh/helm/v3/cmd/helm "helm.sh/helm/v3@$v" -- \
+    "-X helm.sh/helm/v3/internal/version.version=$v"
+  stamp helm "$v"
+}
+
 install_upstream_driver() {
   # Not installable here: its main package imports monis.app/mlog, which the Go module proxy
   # reachable from our machines refuses (403). Kept as an explicit target so the reason is
@@ -157,12 +167,13 @@ print_locations() {
   row etcd "$bin/etcd" "$ETCD_VERSION"
   row kube-apiserver "$bin/kube-apiserver" "$KUBERNETES_VERSION"
   row csi-sanity "$bin/csi-sanity" "$CSI_TEST_VERSION"
+  row helm "$bin/helm" "$HELM_VERSION"
   row upstream-azure-provider "$bin/upstream-secrets-store-provider-azure" "$UPSTREAM_AZURE_PROVIDER_VERSION"
   row python-azure-sdk "$peers/venv/bin/python" "$PY_AZURE_KEYVAULT_SECRETS"
   return $missing
 }
 
-all=(etcd kube-apiserver csi-sanity upstream-azure-provider python)
+all=(etcd kube-apiserver csi-sanity helm upstream-azure-provider python)
 case "${1:-}" in
   --print) print_locations; exit $? ;;
   -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -176,6 +187,7 @@ for t in "${targets[@]}"; do
     etcd) install_etcd ;;
     kube-apiserver) install_kube_apiserver ;;
     csi-sanity) install_csi_sanity ;;
+    helm) install_helm ;;
     upstream-driver) install_upstream_driver ;;
     upstream-azure-provider) install_upstream_azure_provider ;;
     python) install_python ;;

@@ -512,7 +512,10 @@ async fn wait_ready(child: &mut ChildGuard, client: &Client) -> Result<(), Contr
         if !child.is_running() {
             break;
         }
-        if get_text(client, "/readyz").await.is_ok_and(|body| body.trim() == "ok") {
+        if get_text(client, "/readyz")
+            .await
+            .is_ok_and(|body| body.trim() == "ok")
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

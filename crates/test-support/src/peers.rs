@@ -14,6 +14,8 @@ pub enum Peer {
     KubeApiserver,
     /// csi-sanity from kubernetes-csi/csi-test.
     CsiSanity,
+    /// Helm, to render and lint the charts.
+    Helm,
     /// The upstream Go Azure Key Vault provider.
     UpstreamAzureProvider,
     /// The virtualenv's python with the official Azure SDK for Python.
@@ -28,6 +30,7 @@ impl Peer {
             Peer::Etcd => dir.join("bin/etcd"),
             Peer::KubeApiserver => dir.join("bin/kube-apiserver"),
             Peer::CsiSanity => dir.join("bin/csi-sanity"),
+            Peer::Helm => dir.join("bin/helm"),
             Peer::UpstreamAzureProvider => dir.join("bin/upstream-secrets-store-provider-azure"),
             Peer::Python => dir.join("venv/bin/python"),
         }
@@ -38,6 +41,7 @@ impl Peer {
             Peer::Etcd => "etcd",
             Peer::KubeApiserver => "kube-apiserver",
             Peer::CsiSanity => "csi-sanity",
+            Peer::Helm => "helm",
             Peer::UpstreamAzureProvider => "upstream-azure-provider",
             Peer::Python => "python",
         }
