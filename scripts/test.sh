@@ -16,9 +16,9 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+cargo test --workspace --no-fail-fast
 
 printf '\n==> all checks passed in %ss\n' "$(($(date +%s) - start))"
