@@ -1,0 +1,260 @@
+//! NodePublishVolume / NodeUnpublishVolume end to end through the real gRPC provider client
+//! and a fake provider on a unix socket (failure injection), with the class from a file. As
+//! root the target is a real tmpfs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Behaviour, FakeProvider, MountGuard, is_root, kubelet_context, kubelet_target, publish_request};
+use driver::metrics::Metrics;
+use driver::node::Published;
+use driver::{Config, DirMounter, FileClassSource, GrpcProviderClient, Mounter, NodeService, TmpfsMounter};
+use tonic::Code;
+
+const CLASS: &str = r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: kv, namespace: default}
+spec:
+  provider: fake
+  parameters:
+    keyvaultName: kv1
+    objects: "array:\n  - |\n    objectName: foo\n"
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: missing-provider, namespace: default}
+spec:
+  provider: nothere
+  parameters: {a: b}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: no-params, namespace: default}
+spec:
+  provider: fake
+"#;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    fake: FakeProvider,
+    svc: NodeService,
+    mounter: Arc<dyn Mounter>,
+}
+
+async fn env(rotation: Option<Duration>, max_recv: usize) -> anyhow::Result<Env> {
+    let dir = tempfile::tempdir()?;
+    let providers = dir.path().join("providers");
+    std::fs::create_dir_all(&providers)?;
+    let class_file = dir.path().join("classes.yaml");
+    std::fs::write(&class_file, CLASS)?;
+    let fake = FakeProvider::start(&providers, "fake").await?;
+    let mut config = Config::new("node-1", vec![dir.path().join("etc-providers"), providers]);
+    config.rotation = rotation;
+    let mounter: Arc<dyn Mounter> = if is_root() { Arc::new(TmpfsMounter) } else { Arc::new(DirMounter::default()) };
+    let svc = NodeService::new(
+        config,
+        Arc::new(FileClassSource::new(class_file)),
+        mounter.clone(),
+        Arc::new(GrpcProviderClient::new(vec![dir.path().join("etc-providers"), dir.path().join("providers")], max_recv)),
+        None,
+        Arc::new(Metrics::new()),
+    );
+    Ok(Env { root: dir.path().to_path_buf(), _dir: dir, fake, svc, mounter })
+}
+
+fn files(contents: &str, version: &str) -> Behaviour {
+    Behaviour::Files(
+        vec![("foo".into(), 0o644, contents.as_bytes().to_vec()), ("dir/bar".into(), 0o400, b"bar".to_vec())],
+        vec![("secret/foo".into(), version.into()), ("secret/bar".into(), version.into())],
+    )
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn publish_writes_files_and_sends_upstream_request() -> anyhow::Result<()> {
+    let e = env(None, 4 << 20).await?;
+    e.fake.state.set(files("secret", "v1"));
+    let target = kubelet_target(&e.root, "uid-1", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let tokens = r#"{"api://AzureADTokenExchange":{"token":"tok","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+    let ctx = kubelet_context("kv", "web", "default", "uid-1", "default", Some(tokens));
+    let out = e.svc.publish(publish_request("csi-1", &target, ctx.clone()), T).await?;
+    assert_eq!(out, Published::Mounted);
+
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "secret");
+    assert_eq!(std::fs::read_to_string(target.join("dir/bar"))?, "bar");
+    assert_eq!(std::fs::metadata(target.join("dir/bar"))?.mode() & 0o777, 0o400);
+    assert!(std::fs::read_link(target.join("..data")).is_ok());
+    if is_root() {
+        assert!(driver::mounter::is_mount_point(&target)?, "target is a tmpfs mount");
+    }
+
+    let seen = e.fake.state.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].authority, "localhost");
+    assert_eq!(seen[0].permission, "420");
+    assert_eq!(seen[0].secrets, "null");
+    assert_eq!(seen[0].target_path, target.display().to_string());
+    let attrs: BTreeMap<String, String> = serde_json::from_str(&seen[0].attributes)?;
+    assert_eq!(attrs["keyvaultName"], "kv1");
+    assert_eq!(attrs["objects"], "array:\n  - |\n    objectName: foo\n");
+    assert_eq!(attrs["csi.storage.k8s.io/serviceAccount.tokens"], tokens);
+    for (k, v) in &ctx {
+        assert_eq!(attrs.get(k), Some(v), "volume context key {k} forwarded");
+    }
+
+    // Rotation off: re-publish is a no-op without a provider call.
+    let out = e.svc.publish(publish_request("csi-1", &target, ctx), T).await?;
+    assert_eq!(out, Published::AlreadyMounted);
+    assert_eq!(e.fake.state.calls(), 1);
+
+    e.svc.unpublish("csi-1", &target.display().to_string()).await?;
+    assert!(!target.exists());
+    e.svc.unpublish("csi-1", &target.display().to_string()).await?; // idempotent
+    let text = e.svc.metrics().encode();
+    assert!(text.contains(r#"node_publish_total{provider="fake""#), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_publish_secrets_are_forwarded_as_json() -> anyhow::Result<()> {
+    let e = env(None, 4 << 20).await?;
+    e.fake.state.set(files("s", "v1"));
+    let target = kubelet_target(&e.root, "uid-2", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let mut req = publish_request("csi-2", &target, kubelet_context("kv", "web", "default", "uid-2", "default", None));
+    req.secrets.insert("clientid".into(), "id".into());
+    req.secrets.insert("clientsecret".into(), "pw".into());
+    e.svc.publish(req, T).await?;
+    let seen = e.fake.state.seen();
+    let secrets: BTreeMap<String, String> = serde_json::from_str(&seen[0].secrets)?;
+    assert_eq!(secrets["clientsecret"], "pw");
+    e.svc.unpublish("csi-2", &target.display().to_string()).await?;
+    Ok(())
+}
+
+async fn expect_failure(e: &Env, class: &str, code: Code, needle: &str) -> anyhow::Result<()> {
+    let target = kubelet_target(&e.root, "uid-f", class);
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context(class, "web", "default", "uid-f", "default", None);
+    let err = e.svc.publish(publish_request("csi-f", &target, ctx), Duration::from_secs(2)).await.err();
+    let Some(err) = err else { anyhow::bail!("publish of {class} should fail") };
+    assert_eq!(err.code(), code, "{err}");
+    assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
+    assert!(!e.mounter.is_mounted(&target)?, "failed publish leaves no mount");
+    assert!(!target.join("..data").exists(), "failed publish leaves no files");
+    Ok(())
+}
+
+#[tokio::test]
+async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
+    let e = env(None, 4 << 20).await?;
+    // Provider socket missing.
+    expect_failure(&e, "missing-provider", Code::Unavailable, "nothere.sock").await?;
+    // Class problems.
+    expect_failure(&e, "no-params", Code::InvalidArgument, "spec.parameters").await?;
+    expect_failure(&e, "absent", Code::NotFound, "default/absent").await?;
+    // Provider error code.
+    e.fake.state.set(Behaviour::ErrorCode("AuthFailed".into()));
+    expect_failure(&e, "kv", Code::Unknown, "provider error code AuthFailed").await?;
+    // Zero object versions.
+    e.fake.state.set(Behaviour::NoVersions);
+    expect_failure(&e, "kv", Code::Unknown, "no object versions").await?;
+    // Slow provider past the deadline (2 s).
+    e.fake.state.set(Behaviour::Slow(Duration::from_secs(6)));
+    let started = std::time::Instant::now();
+    expect_failure(&e, "kv", Code::DeadlineExceeded, "deadline").await?;
+    assert!(started.elapsed() < Duration::from_secs(5), "deadline honoured: {:?}", started.elapsed());
+    // Traversal in a provider path.
+    e.fake.state.set(Behaviour::Files(vec![("../x".into(), 0o644, b"x".to_vec())], vec![("a".into(), "1".into())]));
+    expect_failure(&e, "kv", Code::Internal, "must not contain '..'").await?;
+    let text = e.svc.metrics().encode();
+    assert!(text.contains(r#"error_type="GRPCProviderError""#), "{text}");
+    assert!(text.contains(r#"provider="unknown""#), "unknown providers are one label value: {text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_response_names_the_flag() -> anyhow::Result<()> {
+    let e = env(None, 1 << 20).await?;
+    e.fake.state.set(Behaviour::Oversized(2 << 20));
+    expect_failure(&e, "kv", Code::ResourceExhausted, "--max-call-recv-msg-size").await
+}
+
+#[tokio::test]
+async fn invalid_requests_are_invalid_argument() -> anyhow::Result<()> {
+    let e = env(None, 4 << 20).await?;
+    let target = kubelet_target(&e.root, "uid-i", "v");
+    let good = publish_request("id", &target, kubelet_context("kv", "p", "default", "u", "sa", None));
+    let mut r = good.clone();
+    r.volume_capability = None;
+    let mut r2 = good.clone();
+    r2.volume_context.clear();
+    let mut r3 = good.clone();
+    r3.readonly = false;
+    let mut r4 = good.clone();
+    r4.volume_context.remove("csi.storage.k8s.io/pod.namespace");
+    for (req, needle) in [(r, "capability"), (r2, "attributes"), (r3, "readOnly"), (r4, "podInfoOnMount")] {
+        let err = e.svc.publish(req, T).await.err();
+        assert_eq!(err.as_ref().map(|e| e.code()), Some(Code::InvalidArgument), "{err:?}");
+        assert!(err.is_some_and(|e| e.to_string().contains(needle)));
+    }
+    assert!(!e.mounter.is_mounted(&target)?);
+    Ok(())
+}
+
+fn mtime(p: &Path) -> anyhow::Result<(i64, i64)> {
+    let m = std::fs::metadata(p)?;
+    Ok((m.mtime(), m.mtime_nsec()))
+}
+
+#[tokio::test]
+async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyhow::Result<()> {
+    let interval = Duration::from_millis(300);
+    let e = env(Some(interval), 4 << 20).await?;
+    e.fake.state.set(files("v1-content", "v1"));
+    let target = kubelet_target(&e.root, "uid-r", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context("kv", "web", "default", "uid-r", "default", None);
+    let req = || publish_request("csi-r", &target, ctx.clone());
+    assert_eq!(e.svc.publish(req(), T).await?, Published::Mounted);
+    let data_link = std::fs::read_link(target.join("..data"))?;
+    let file_mtime = mtime(&target.join("foo"))?;
+
+    // Within the interval: skipped, no provider call.
+    assert_eq!(e.svc.publish(req(), T).await?, Published::RotationSkipped);
+    assert_eq!(e.fake.state.calls(), 1);
+
+    // Past the interval, same content: provider called, nothing written.
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert_eq!(e.svc.publish(req(), T).await?, Published::Refreshed { changed: false });
+    assert_eq!(e.fake.state.calls(), 2);
+    assert_eq!(std::fs::read_link(target.join("..data"))?, data_link);
+    assert_eq!(mtime(&target.join("foo"))?, file_mtime);
+
+    // New version: files change.
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    e.fake.state.set(files("v2-content", "v2"));
+    assert_eq!(e.svc.publish(req(), T).await?, Published::Refreshed { changed: true });
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
+
+    // Provider fails: the last good files stay, the call succeeds (kubelet #121271), metric.
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    e.fake.state.set(Behaviour::ErrorCode("Throttled".into()));
+    assert_eq!(e.svc.publish(req(), T).await?, Published::RefreshFailed);
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
+    let text = e.svc.metrics().encode();
+    assert!(text.contains("rotation_reconcile_error_total{"), "{text}");
+    assert!(text.contains(r#"rotation_reconcile_total{provider="fake",os_type="linux",rotated="true"}"#), "{text}");
+
+    e.svc.unpublish("csi-r", &target.display().to_string()).await?;
+    Ok(())
+}
