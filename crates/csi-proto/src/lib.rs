@@ -1,5 +1,5 @@
 //! The `csi.v1` gRPC API (Container Storage Interface spec 1.x), reduced to what a node-only
-//! ephemeral-volume plugin serves: the Identity and Node services. Generated from
+//! ephemeral-volume plugin serves: the Identity and Node services, and ControllerGetCapabilities. Generated from
 //! `proto/csi.proto`; message names, field numbers and types follow the spec so the wire format
 //! matches kubelet, node-driver-registrar, livenessprobe and csi-sanity.
 

@@ -31,9 +31,10 @@ pub struct DriverArgs {
     #[arg(
         long,
         default_value = "/etc/kubernetes/secrets-store-csi-providers",
-        value_delimiter = ','
+        num_args = 0..=1,
+        default_missing_value = ""
     )]
-    pub additional_provider_volume_paths: Vec<PathBuf>,
+    pub additional_provider_volume_paths: String,
     /// Prometheus endpoint (`:8095` listens on every address).
     #[arg(long, default_value = ":8095")]
     pub metrics_addr: String,
@@ -123,9 +124,10 @@ impl DriverArgs {
         }
         let mut provider_dirs: Vec<PathBuf> = self
             .additional_provider_volume_paths
-            .iter()
-            .filter(|p| !p.as_os_str().is_empty())
-            .cloned()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
             .collect();
         provider_dirs.push(self.provider_volume.clone());
         Ok(Config {

@@ -622,6 +622,29 @@ impl csi::node_server::Node for NodeService {
     }
 }
 
+// === impl Controller ===
+
+#[tonic::async_trait]
+impl csi::controller_server::Controller for NodeService {
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<csi::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
+        // One UNKNOWN capability, as upstream: csi-sanity's node suite requires a non-empty
+        // list from every plugin, and UNKNOWN claims nothing.
+        let unknown = csi::ControllerServiceCapability {
+            r#type: Some(csi::controller_service_capability::Type::Rpc(
+                csi::controller_service_capability::Rpc {
+                    r#type: csi::controller_service_capability::rpc::Type::Unknown as i32,
+                },
+            )),
+        };
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
+            capabilities: vec![unknown],
+        }))
+    }
+}
+
 // === impl Identity ===
 
 #[tonic::async_trait]

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use csi_proto::v1::controller_server::ControllerServer;
 use csi_proto::v1::identity_server::IdentityServer;
 use csi_proto::v1::node_server::NodeServer;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -9,7 +10,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use crate::config::Endpoint;
 use crate::node::NodeService;
 
-/// Serve Identity + Node on `endpoint` until `shutdown` resolves. A stale unix socket file is
+/// Serve Identity, Node (and ControllerGetCapabilities) on `endpoint` until `shutdown` resolves. A stale unix socket file is
 /// removed first (as upstream); the socket is removed again on shutdown.
 pub async fn serve(
     service: NodeService,
@@ -18,6 +19,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(service.clone()))
+        .add_service(ControllerServer::new(service.clone()))
         .add_service(NodeServer::new(service));
     match endpoint {
         Endpoint::Unix(path) => {

@@ -10,10 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Behaviour, FakeProvider, MountGuard, is_root, kubelet_context, kubelet_target, publish_request};
+use common::{
+    Behaviour, FakeProvider, MountGuard, is_root, kubelet_context, kubelet_target, publish_request,
+};
 use driver::metrics::Metrics;
 use driver::node::Published;
-use driver::{Config, DirMounter, FileClassSource, GrpcProviderClient, Mounter, NodeService, TmpfsMounter};
+use driver::{
+    Config, DirMounter, FileClassSource, GrpcProviderClient, Mounter, NodeService, TmpfsMounter,
+};
 use tonic::Code;
 
 const CLASS: &str = r#"
@@ -57,22 +61,44 @@ async fn env(rotation: Option<Duration>, max_recv: usize) -> anyhow::Result<Env>
     let fake = FakeProvider::start(&providers, "fake").await?;
     let mut config = Config::new("node-1", vec![dir.path().join("etc-providers"), providers]);
     config.rotation = rotation;
-    let mounter: Arc<dyn Mounter> = if is_root() { Arc::new(TmpfsMounter) } else { Arc::new(DirMounter::default()) };
+    let mounter: Arc<dyn Mounter> = if is_root() {
+        Arc::new(TmpfsMounter)
+    } else {
+        Arc::new(DirMounter::default())
+    };
     let svc = NodeService::new(
         config,
         Arc::new(FileClassSource::new(class_file)),
         mounter.clone(),
-        Arc::new(GrpcProviderClient::new(vec![dir.path().join("etc-providers"), dir.path().join("providers")], max_recv)),
+        Arc::new(GrpcProviderClient::new(
+            vec![
+                dir.path().join("etc-providers"),
+                dir.path().join("providers"),
+            ],
+            max_recv,
+        )),
         None,
         Arc::new(Metrics::new()),
     );
-    Ok(Env { root: dir.path().to_path_buf(), _dir: dir, fake, svc, mounter })
+    Ok(Env {
+        root: dir.path().to_path_buf(),
+        _dir: dir,
+        fake,
+        svc,
+        mounter,
+    })
 }
 
 fn files(contents: &str, version: &str) -> Behaviour {
     Behaviour::Files(
-        vec![("foo".into(), 0o644, contents.as_bytes().to_vec()), ("dir/bar".into(), 0o400, b"bar".to_vec())],
-        vec![("secret/foo".into(), version.into()), ("secret/bar".into(), version.into())],
+        vec![
+            ("foo".into(), 0o644, contents.as_bytes().to_vec()),
+            ("dir/bar".into(), 0o400, b"bar".to_vec()),
+        ],
+        vec![
+            ("secret/foo".into(), version.into()),
+            ("secret/bar".into(), version.into()),
+        ],
     )
 }
 
@@ -86,15 +112,24 @@ async fn publish_writes_files_and_sends_upstream_request() -> anyhow::Result<()>
     let _g = MountGuard(vec![target.clone()]);
     let tokens = r#"{"api://AzureADTokenExchange":{"token":"tok","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
     let ctx = kubelet_context("kv", "web", "default", "uid-1", "default", Some(tokens));
-    let out = e.svc.publish(publish_request("csi-1", &target, ctx.clone()), T).await?;
+    let out = e
+        .svc
+        .publish(publish_request("csi-1", &target, ctx.clone()), T)
+        .await?;
     assert_eq!(out, Published::Mounted);
 
     assert_eq!(std::fs::read_to_string(target.join("foo"))?, "secret");
     assert_eq!(std::fs::read_to_string(target.join("dir/bar"))?, "bar");
-    assert_eq!(std::fs::metadata(target.join("dir/bar"))?.mode() & 0o777, 0o400);
+    assert_eq!(
+        std::fs::metadata(target.join("dir/bar"))?.mode() & 0o777,
+        0o400
+    );
     assert!(std::fs::read_link(target.join("..data")).is_ok());
     if is_root() {
-        assert!(driver::mounter::is_mount_point(&target)?, "target is a tmpfs mount");
+        assert!(
+            driver::mounter::is_mount_point(&target)?,
+            "target is a tmpfs mount"
+        );
     }
 
     let seen = e.fake.state.seen();
@@ -112,15 +147,25 @@ async fn publish_writes_files_and_sends_upstream_request() -> anyhow::Result<()>
     }
 
     // Rotation off: re-publish is a no-op without a provider call.
-    let out = e.svc.publish(publish_request("csi-1", &target, ctx), T).await?;
+    let out = e
+        .svc
+        .publish(publish_request("csi-1", &target, ctx), T)
+        .await?;
     assert_eq!(out, Published::AlreadyMounted);
     assert_eq!(e.fake.state.calls(), 1);
 
-    e.svc.unpublish("csi-1", &target.display().to_string()).await?;
+    e.svc
+        .unpublish("csi-1", &target.display().to_string())
+        .await?;
     assert!(!target.exists());
-    e.svc.unpublish("csi-1", &target.display().to_string()).await?; // idempotent
+    e.svc
+        .unpublish("csi-1", &target.display().to_string())
+        .await?; // idempotent
     let text = e.svc.metrics().encode();
-    assert!(text.contains(r#"node_publish_total{provider="fake""#), "{text}");
+    assert!(
+        text.contains(r#"node_publish_total{provider="fake""#),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -130,14 +175,20 @@ async fn node_publish_secrets_are_forwarded_as_json() -> anyhow::Result<()> {
     e.fake.state.set(files("s", "v1"));
     let target = kubelet_target(&e.root, "uid-2", "secrets");
     let _g = MountGuard(vec![target.clone()]);
-    let mut req = publish_request("csi-2", &target, kubelet_context("kv", "web", "default", "uid-2", "default", None));
+    let mut req = publish_request(
+        "csi-2",
+        &target,
+        kubelet_context("kv", "web", "default", "uid-2", "default", None),
+    );
     req.secrets.insert("clientid".into(), "id".into());
     req.secrets.insert("clientsecret".into(), "pw".into());
     e.svc.publish(req, T).await?;
     let seen = e.fake.state.seen();
     let secrets: BTreeMap<String, String> = serde_json::from_str(&seen[0].secrets)?;
     assert_eq!(secrets["clientsecret"], "pw");
-    e.svc.unpublish("csi-2", &target.display().to_string()).await?;
+    e.svc
+        .unpublish("csi-2", &target.display().to_string())
+        .await?;
     Ok(())
 }
 
@@ -145,12 +196,30 @@ async fn expect_failure(e: &Env, class: &str, code: Code, needle: &str) -> anyho
     let target = kubelet_target(&e.root, "uid-f", class);
     let _g = MountGuard(vec![target.clone()]);
     let ctx = kubelet_context(class, "web", "default", "uid-f", "default", None);
-    let err = e.svc.publish(publish_request("csi-f", &target, ctx), Duration::from_secs(2)).await.err();
-    let Some(err) = err else { anyhow::bail!("publish of {class} should fail") };
+    let err = e
+        .svc
+        .publish(
+            publish_request("csi-f", &target, ctx),
+            Duration::from_secs(2),
+        )
+        .await
+        .err();
+    let Some(err) = err else {
+        anyhow::bail!("publish of {class} should fail")
+    };
     assert_eq!(err.code(), code, "{err}");
-    assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
-    assert!(!e.mounter.is_mounted(&target)?, "failed publish leaves no mount");
-    assert!(!target.join("..data").exists(), "failed publish leaves no files");
+    assert!(
+        err.to_string().contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
+    assert!(
+        !e.mounter.is_mounted(&target)?,
+        "failed publish leaves no mount"
+    );
+    assert!(
+        !target.join("..data").exists(),
+        "failed publish leaves no files"
+    );
     Ok(())
 }
 
@@ -172,13 +241,23 @@ async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
     e.fake.state.set(Behaviour::Slow(Duration::from_secs(6)));
     let started = std::time::Instant::now();
     expect_failure(&e, "kv", Code::DeadlineExceeded, "deadline").await?;
-    assert!(started.elapsed() < Duration::from_secs(5), "deadline honoured: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "deadline honoured: {:?}",
+        started.elapsed()
+    );
     // Traversal in a provider path.
-    e.fake.state.set(Behaviour::Files(vec![("../x".into(), 0o644, b"x".to_vec())], vec![("a".into(), "1".into())]));
+    e.fake.state.set(Behaviour::Files(
+        vec![("../x".into(), 0o644, b"x".to_vec())],
+        vec![("a".into(), "1".into())],
+    ));
     expect_failure(&e, "kv", Code::Internal, "must not contain '..'").await?;
     let text = e.svc.metrics().encode();
     assert!(text.contains(r#"error_type="GRPCProviderError""#), "{text}");
-    assert!(text.contains(r#"provider="unknown""#), "unknown providers are one label value: {text}");
+    assert!(
+        text.contains(r#"provider="unknown""#),
+        "unknown providers are one label value: {text}"
+    );
     Ok(())
 }
 
@@ -186,14 +265,24 @@ async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
 async fn oversized_response_names_the_flag() -> anyhow::Result<()> {
     let e = env(None, 1 << 20).await?;
     e.fake.state.set(Behaviour::Oversized(2 << 20));
-    expect_failure(&e, "kv", Code::ResourceExhausted, "--max-call-recv-msg-size").await
+    expect_failure(
+        &e,
+        "kv",
+        Code::ResourceExhausted,
+        "--max-call-recv-msg-size",
+    )
+    .await
 }
 
 #[tokio::test]
 async fn invalid_requests_are_invalid_argument() -> anyhow::Result<()> {
     let e = env(None, 4 << 20).await?;
     let target = kubelet_target(&e.root, "uid-i", "v");
-    let good = publish_request("id", &target, kubelet_context("kv", "p", "default", "u", "sa", None));
+    let good = publish_request(
+        "id",
+        &target,
+        kubelet_context("kv", "p", "default", "u", "sa", None),
+    );
     let mut r = good.clone();
     r.volume_capability = None;
     let mut r2 = good.clone();
@@ -202,9 +291,18 @@ async fn invalid_requests_are_invalid_argument() -> anyhow::Result<()> {
     r3.readonly = false;
     let mut r4 = good.clone();
     r4.volume_context.remove("csi.storage.k8s.io/pod.namespace");
-    for (req, needle) in [(r, "capability"), (r2, "attributes"), (r3, "readOnly"), (r4, "podInfoOnMount")] {
+    for (req, needle) in [
+        (r, "capability"),
+        (r2, "attributes"),
+        (r3, "readOnly"),
+        (r4, "podInfoOnMount"),
+    ] {
         let err = e.svc.publish(req, T).await.err();
-        assert_eq!(err.as_ref().map(|e| e.code()), Some(Code::InvalidArgument), "{err:?}");
+        assert_eq!(
+            err.as_ref().map(|e| e.code()),
+            Some(Code::InvalidArgument),
+            "{err:?}"
+        );
         assert!(err.is_some_and(|e| e.to_string().contains(needle)));
     }
     assert!(!e.mounter.is_mounted(&target)?);
@@ -235,7 +333,10 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
 
     // Past the interval, same content: provider called, nothing written.
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
-    assert_eq!(e.svc.publish(req(), T).await?, Published::Refreshed { changed: false });
+    assert_eq!(
+        e.svc.publish(req(), T).await?,
+        Published::Refreshed { changed: false }
+    );
     assert_eq!(e.fake.state.calls(), 2);
     assert_eq!(std::fs::read_link(target.join("..data"))?, data_link);
     assert_eq!(mtime(&target.join("foo"))?, file_mtime);
@@ -243,7 +344,10 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
     // New version: files change.
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
     e.fake.state.set(files("v2-content", "v2"));
-    assert_eq!(e.svc.publish(req(), T).await?, Published::Refreshed { changed: true });
+    assert_eq!(
+        e.svc.publish(req(), T).await?,
+        Published::Refreshed { changed: true }
+    );
     assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
 
     // Provider fails: the last good files stay, the call succeeds (kubelet #121271), metric.
@@ -253,8 +357,15 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
     assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
     let text = e.svc.metrics().encode();
     assert!(text.contains("rotation_reconcile_error_total{"), "{text}");
-    assert!(text.contains(r#"rotation_reconcile_total{provider="fake",os_type="linux",rotated="true"}"#), "{text}");
+    assert!(
+        text.contains(
+            r#"rotation_reconcile_total{provider="fake",os_type="linux",rotated="true"}"#
+        ),
+        "{text}"
+    );
 
-    e.svc.unpublish("csi-r", &target.display().to_string()).await?;
+    e.svc
+        .unpublish("csi-r", &target.display().to_string())
+        .await?;
     Ok(())
 }
