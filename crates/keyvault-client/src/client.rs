@@ -1,0 +1,367 @@
+//! The HTTP implementation of [`KeyVault`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use entra_auth::retry::{is_retryable_status, retry_after};
+use entra_auth::{AccessToken, BoxFuture, Challenge, RetryPolicy, TokenCredential};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::model::{
+    CertificateBundle, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem, WireCert,
+    WireErrorBody, WireKey, WireList, WireSecret,
+};
+use crate::{Connector, KeyVault, KvError};
+
+/// The REST API version (as the upstream provider's SDK modules).
+pub const API_VERSION: &str = "7.4";
+/// Upper bound on `nextLink` pages followed for one listing.
+const MAX_PAGES: usize = 100;
+/// A token is refreshed this long before it expires.
+const TOKEN_SKEW: Duration = Duration::from_secs(120);
+
+/// Client behaviour.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// Timeout of one HTTP attempt.
+    pub call_timeout: Duration,
+    /// Retries on 408/429/5xx and transport errors.
+    pub retry: RetryPolicy,
+    /// Check that the challenge resource is a parent domain of the vault host (default true).
+    pub verify_challenge_resource: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            verify_challenge_resource: true,
+        }
+    }
+}
+
+/// Connects [`HttpKeyVault`]s sharing one HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpConnector {
+    http: reqwest::Client,
+    options: ClientOptions,
+}
+
+impl HttpConnector {
+    /// A connector over `http` (see [`entra_auth::build_client`]).
+    pub fn new(http: reqwest::Client, options: ClientOptions) -> Self {
+        Self { http, options }
+    }
+}
+
+impl Connector for HttpConnector {
+    fn connect(&self, vault_url: &Url, credential: Arc<dyn TokenCredential>) -> Arc<dyn KeyVault> {
+        Arc::new(HttpKeyVault::new(
+            self.http.clone(),
+            vault_url.clone(),
+            credential,
+            self.options,
+        ))
+    }
+}
+
+/// One vault, one credential.
+pub struct HttpKeyVault {
+    http: reqwest::Client,
+    base: Url,
+    base_str: String,
+    credential: Arc<dyn TokenCredential>,
+    options: ClientOptions,
+    /// Scope from the last challenge and the token for it.
+    auth: Mutex<Option<(String, AccessToken)>>,
+}
+
+impl std::fmt::Debug for HttpKeyVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpKeyVault")
+            .field("vault", &self.base_str)
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
+fn body_error(body: &[u8]) -> (String, String) {
+    let b: WireErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let e = b.error.unwrap_or_default();
+    let mut msg = e.message;
+    if msg.chars().count() > 300 {
+        msg = msg.chars().take(300).collect::<String>() + "…";
+    }
+    (e.code, msg)
+}
+
+impl HttpKeyVault {
+    /// A client for the vault at `base` (`https://<vault>.<suffix>/`).
+    pub fn new(
+        http: reqwest::Client,
+        mut base: Url,
+        credential: Arc<dyn TokenCredential>,
+        options: ClientOptions,
+    ) -> Self {
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let base_str = base.to_string();
+        Self {
+            http,
+            base,
+            base_str,
+            credential,
+            options,
+            auth: Mutex::new(None),
+        }
+    }
+
+    fn object_url(&self, kind: ObjectKind, name: &str, tail: &str) -> Result<Url, KvError> {
+        let mut url = self.base.clone();
+        {
+            let mut seg = url
+                .path_segments_mut()
+                .map_err(|()| KvError::BadResponse("vault URL cannot be a base".into()))?;
+            seg.pop_if_empty()
+                .push(kind.segment())
+                .push(name)
+                .push(tail);
+        }
+        url.query_pairs_mut()
+            .append_pair("api-version", API_VERSION);
+        Ok(url)
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    async fn cached_token(&self) -> Option<String> {
+        let guard = self.auth.lock().await;
+        guard.as_ref().and_then(|(_, t)| {
+            (t.expires_on > SystemTime::now() + TOKEN_SKEW).then(|| t.token.expose().to_owned())
+        })
+    }
+
+    async fn answer_challenge(&self, resp: &reqwest::Response) -> Result<String, KvError> {
+        let header = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let challenge = Challenge::parse(header)?;
+        if self.options.verify_challenge_resource {
+            challenge.verify(self.base.host_str().unwrap_or(""))?;
+        }
+        let scope = challenge.scope();
+        let token = self.credential.get_token(&scope).await?;
+        let bearer = token.token.expose().to_owned();
+        *self.auth.lock().await = Some((scope, token));
+        Ok(bearer)
+    }
+
+    /// GET with challenge handling, timeouts and retries; returns the 200 body.
+    async fn get(&self, url: &Url) -> Result<Vec<u8>, KvError> {
+        let mut bearer = self.cached_token().await;
+        let mut challenged = false;
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self
+                .http
+                .get(url.clone())
+                .timeout(self.options.call_timeout);
+            if let Some(t) = &bearer {
+                req = req.bearer_auth(t);
+            }
+            let (retryable, server_delay) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match status {
+                        200 => {
+                            return resp
+                                .bytes()
+                                .await
+                                .map(|b| b.to_vec())
+                                .map_err(|e| KvError::Transport(e.to_string()));
+                        }
+                        401 if !challenged => {
+                            challenged = true;
+                            bearer = Some(self.answer_challenge(&resp).await?);
+                            continue;
+                        }
+                        s if is_retryable_status(s) => {
+                            let delay = retry_after(resp.headers());
+                            let body = resp.bytes().await.unwrap_or_default();
+                            (Err((s, body.to_vec(), delay)), delay)
+                        }
+                        s => {
+                            let body = resp.bytes().await.unwrap_or_default();
+                            let (code, message) = body_error(&body);
+                            return Err(match s {
+                                404 => KvError::NotFound { code, message },
+                                403 => KvError::Forbidden { code, message },
+                                401 => KvError::Unauthorized { code, message },
+                                _ => KvError::Status {
+                                    status: s,
+                                    code,
+                                    message,
+                                },
+                            });
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => (Ok(KvError::Timeout(self.options.call_timeout)), None),
+                Err(e) => (Ok(KvError::Transport(transport_reason(&e))), None),
+            };
+            attempt += 1;
+            match self.options.retry.delay(attempt, server_delay) {
+                Some(d) => {
+                    tracing::debug!(vault = %self.base_str, attempt, delay_ms = d.as_millis() as u64, "retrying Key Vault request");
+                    tokio::time::sleep(d).await;
+                }
+                None => {
+                    return Err(match retryable {
+                        Ok(e) => e,
+                        Err((429, _, delay)) => KvError::Throttled { retry_after: delay },
+                        Err((s, body, _)) => {
+                            let (code, message) = body_error(&body);
+                            KvError::Status {
+                                status: s,
+                                code,
+                                message,
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut deepest = None;
+    while let Some(s) = src {
+        deepest = Some(s.to_string());
+        src = s.source();
+    }
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match deepest {
+        Some(d) => format!("{kind}: {d}"),
+        None => kind.to_owned(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, KvError> {
+    serde_json::from_slice(body).map_err(|e| KvError::BadResponse(e.to_string()))
+}
+
+impl KeyVault for HttpKeyVault {
+    fn get_secret<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<SecretBundle, KvError>> {
+        Box::pin(async move {
+            let url = self.object_url(ObjectKind::Secret, name, version)?;
+            let body = zeroize::Zeroizing::new(self.get(&url).await?);
+            let w: WireSecret = parse(&body)?;
+            Ok(SecretBundle {
+                id: w.id,
+                value: w.value.map(|v| SecretBytes::new(v.into_bytes())),
+                content_type: w.content_type,
+                kid: w.kid.filter(|k| !k.is_empty()),
+            })
+        })
+    }
+
+    fn get_key<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<KeyBundle, KvError>> {
+        Box::pin(async move {
+            let url = self.object_url(ObjectKind::Key, name, version)?;
+            let w: WireKey = parse(&self.get(&url).await?)?;
+            Ok(KeyBundle { key: w.key })
+        })
+    }
+
+    fn get_certificate<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<CertificateBundle, KvError>> {
+        Box::pin(async move {
+            let url = self.object_url(ObjectKind::Certificate, name, version)?;
+            let w: WireCert = parse(&self.get(&url).await?)?;
+            let cer = match w.cer {
+                Some(c) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(c.as_bytes())
+                        .map_err(|e| KvError::BadResponse(format!("certificate cer: {e}")))?,
+                ),
+                None => None,
+            };
+            Ok(CertificateBundle { id: w.id, cer })
+        })
+    }
+
+    fn list_versions<'a>(
+        &'a self,
+        kind: ObjectKind,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionItem>, KvError>> {
+        Box::pin(async move {
+            let mut url = self.object_url(kind, name, "versions")?;
+            let mut out = Vec::new();
+            for _ in 0..MAX_PAGES {
+                let page: WireList = parse(&self.get(&url).await?)?;
+                for item in page.value {
+                    let id = match kind {
+                        ObjectKind::Key => item.kid.or(item.id),
+                        _ => item.id.or(item.kid),
+                    }
+                    .unwrap_or_default();
+                    out.push(VersionItem {
+                        id,
+                        has_attributes: item.attributes.is_some(),
+                        enabled: item.attributes.as_ref().and_then(|a| a.enabled),
+                        created: item.attributes.as_ref().and_then(|a| a.created),
+                    });
+                }
+                match page.next_link.filter(|l| !l.is_empty()) {
+                    None => return Ok(out),
+                    Some(link) => {
+                        let next = Url::parse(&link)
+                            .map_err(|e| KvError::BadResponse(format!("nextLink: {e}")))?;
+                        if !self.same_origin(&next) {
+                            return Err(KvError::BadResponse(
+                                "nextLink points outside the vault".into(),
+                            ));
+                        }
+                        url = next;
+                    }
+                }
+            }
+            Err(KvError::BadResponse(format!(
+                "more than {MAX_PAGES} pages of versions"
+            )))
+        })
+    }
+
+    fn vault_url(&self) -> &str {
+        &self.base_str
+    }
+}

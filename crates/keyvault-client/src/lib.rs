@@ -1,0 +1,77 @@
+//! A thin Azure Key Vault data-plane client, api-version 7.4 (what the upstream provider's SDKs
+//! use): get a secret, key or certificate (latest or a given version) and list an object's
+//! versions (following `nextLink`).
+//!
+//! The [`KeyVault`] trait is what the provider calls; [`Connector`] makes one per (vault,
+//! credential). A caching/coalescing layer (issue 7) wraps both without changing the provider.
+//!
+//! Behaviour:
+//! - Bearer challenge as the Azure SDKs: first request without a token, `401` →
+//!   [`entra_auth::Challenge`] (resource must be a parent domain of the vault host) → token for
+//!   `<resource>/.default` → retry; the token is reused by this client until shortly before expiry;
+//!   a later `401` re-runs the challenge once.
+//! - Per-call timeout; bounded retries with jitter on transport errors and 408/429/5xx, honouring
+//!   `Retry-After` / `retry-after-ms` (a requested delay over 60 s is not waited for).
+//! - Errors classified ([`KvError::kind`]): not found, forbidden, throttled, authentication
+//!   failed, server error, timeout, transport, bad response.
+//! - `nextLink` is only followed on the vault's own scheme/host/port, so a token never goes to
+//!   another host.
+
+mod client;
+mod error;
+mod model;
+
+pub use client::{API_VERSION, ClientOptions, HttpConnector, HttpKeyVault};
+pub use error::KvError;
+pub use model::{
+    CertificateBundle, Jwk, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem,
+    last_segment,
+};
+
+use std::sync::Arc;
+
+use entra_auth::{BoxFuture, TokenCredential};
+
+/// The Key Vault operations the provider needs, for one vault and one credential.
+pub trait KeyVault: Send + Sync {
+    /// `GET /secrets/{name}/{version}`; `version` empty = latest.
+    fn get_secret<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<SecretBundle, KvError>>;
+
+    /// `GET /keys/{name}/{version}`.
+    fn get_key<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<KeyBundle, KvError>>;
+
+    /// `GET /certificates/{name}/{version}`.
+    fn get_certificate<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<CertificateBundle, KvError>>;
+
+    /// `GET /{kind}/{name}/versions`, all pages.
+    fn list_versions<'a>(
+        &'a self,
+        kind: ObjectKind,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionItem>, KvError>>;
+
+    /// The vault's base URL (`https://<vault>.<suffix>/`).
+    fn vault_url(&self) -> &str;
+}
+
+/// Makes a [`KeyVault`] for a vault URL and a credential.
+pub trait Connector: Send + Sync {
+    /// Connects (lazily: nothing is sent until the first call).
+    fn connect(
+        &self,
+        vault_url: &url::Url,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Arc<dyn KeyVault>;
+}

@@ -1,0 +1,195 @@
+//! Key Vault response bodies (only the fields the provider reads).
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Which collection an object lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `/secrets`
+    Secret,
+    /// `/keys`
+    Key,
+    /// `/certificates`
+    Certificate,
+}
+
+impl ObjectKind {
+    /// The URL path segment.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Self::Secret => "secrets",
+            Self::Key => "keys",
+            Self::Certificate => "certificates",
+        }
+    }
+}
+
+/// Secret bytes with a redacting `Debug`, zeroized on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Wraps bytes.
+    pub fn new(v: Vec<u8>) -> Self {
+        Self(Zeroizing::new(v))
+    }
+    /// The bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// A secret bundle.
+#[derive(Clone, Debug)]
+pub struct SecretBundle {
+    /// `https://<vault>/secrets/<name>/<version>`; `None` if absent.
+    pub id: Option<String>,
+    /// The value as stored (text); `None` if absent.
+    pub value: Option<SecretBytes>,
+    /// `contentType`.
+    pub content_type: Option<String>,
+    /// `kid`: set when the secret backs a certificate.
+    pub kid: Option<String>,
+}
+
+/// The public part of a JSON Web Key (base64url fields left encoded).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Jwk {
+    /// Key id URL.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, …
+    #[serde(default)]
+    pub kty: String,
+    /// RSA modulus.
+    #[serde(default)]
+    pub n: Option<String>,
+    /// RSA exponent.
+    #[serde(default)]
+    pub e: Option<String>,
+    /// EC curve.
+    #[serde(default)]
+    pub crv: Option<String>,
+    /// EC x.
+    #[serde(default)]
+    pub x: Option<String>,
+    /// EC y.
+    #[serde(default)]
+    pub y: Option<String>,
+}
+
+/// A key bundle.
+#[derive(Clone, Debug)]
+pub struct KeyBundle {
+    /// The key; `None` if absent.
+    pub key: Option<Jwk>,
+}
+
+/// A certificate bundle.
+#[derive(Clone, Debug)]
+pub struct CertificateBundle {
+    /// `https://<vault>/certificates/<name>/<version>`.
+    pub id: Option<String>,
+    /// DER of the leaf certificate (`cer`, standard base64 on the wire).
+    pub cer: Option<Vec<u8>>,
+}
+
+/// One entry of a versions listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionItem {
+    /// Object id (`id` for secrets/certificates, `kid` for keys).
+    pub id: String,
+    /// Whether the item had an `attributes` object at all.
+    pub has_attributes: bool,
+    /// `attributes.enabled`.
+    pub enabled: Option<bool>,
+    /// `attributes.created` (Unix seconds).
+    pub created: Option<i64>,
+}
+
+impl VersionItem {
+    /// The version: the last path segment of the id.
+    pub fn version(&self) -> &str {
+        last_segment(&self.id)
+    }
+}
+
+/// The last `/`-separated segment (the version id of an object id).
+pub fn last_segment(id: &str) -> &str {
+    id.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
+
+// === wire shapes ===
+
+#[derive(Deserialize)]
+pub(crate) struct WireSecret {
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) value: Option<String>,
+    #[serde(default, rename = "contentType")]
+    pub(crate) content_type: Option<String>,
+    #[serde(default)]
+    pub(crate) kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireKey {
+    #[serde(default)]
+    pub(crate) key: Option<Jwk>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireCert {
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) cer: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireAttributes {
+    #[serde(default)]
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) created: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireItem {
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) kid: Option<String>,
+    #[serde(default)]
+    pub(crate) attributes: Option<WireAttributes>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireList {
+    #[serde(default)]
+    pub(crate) value: Vec<WireItem>,
+    #[serde(default, rename = "nextLink")]
+    pub(crate) next_link: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct WireErrorBody {
+    #[serde(default)]
+    pub(crate) error: Option<WireError>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct WireError {
+    #[serde(default)]
+    pub(crate) code: String,
+    #[serde(default)]
+    pub(crate) message: String,
+}
