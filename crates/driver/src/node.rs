@@ -210,6 +210,61 @@ impl NodeService {
             }
         }
 
+        match self
+            .refresh(req, vc, target, timeout, mounted, provider_out)
+            .await
+        {
+            Ok(changed) => {
+                self.mark_refreshed(target);
+                Ok(if mounted {
+                    Published::Refreshed { changed }
+                } else {
+                    Published::Mounted
+                })
+            }
+            Err(e) if mounted => {
+                // Rotation: keep the last good files; report through an Event and the metric.
+                let provider = provider_out
+                    .as_deref()
+                    .and_then(|p| self.known_provider(p))
+                    .unwrap_or_else(|| "unknown".into());
+                self.inner.metrics.rotation_error(&provider, e.kind());
+                tracing::warn!(
+                    pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class,
+                    error_type = e.kind(), error = %e, "rotation refresh failed; keeping the mounted contents"
+                );
+                if let Some(k) = &self.inner.kube {
+                    k.events
+                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.to_string())
+                        .await;
+                }
+                Ok(Published::RefreshFailed)
+            }
+            Err(e) => {
+                // First mount failed: unmount and remove the target, so nothing is left behind
+                // and kubelet's retry starts clean.
+                let mounter = self.inner.mounter.clone();
+                let t = target.to_path_buf();
+                if let Ok(Err(cleanup)) =
+                    blocking(move || cleanup_target(mounter.as_ref(), &t)).await
+                {
+                    tracing::warn!(error = %cleanup, "cleanup after failed publish");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Class lookup, tmpfs mount (unless `mounted`), provider call and recording.
+    async fn refresh(
+        &self,
+        req: &csi::NodePublishVolumeRequest,
+        vc: &VolumeContext,
+        target: &Path,
+        timeout: Duration,
+        mounted: bool,
+        provider_out: &mut Option<String>,
+    ) -> Result<bool, PublishError> {
         let class = self
             .inner
             .classes
@@ -246,7 +301,6 @@ impl NodeService {
             current_object_versions: Vec::new(),
             timeout,
         };
-
         if !mounted {
             let mounter = self.inner.mounter.clone();
             let t = target.to_path_buf();
@@ -257,44 +311,7 @@ impl NodeService {
                     reason: e.to_string(),
                 })?;
         }
-
-        match self.fetch_and_record(vc, &class, call, target).await {
-            Ok(changed) => {
-                self.mark_refreshed(target);
-                Ok(if mounted {
-                    Published::Refreshed { changed }
-                } else {
-                    Published::Mounted
-                })
-            }
-            Err(e) if mounted => {
-                // Rotation: keep the last good files; report through an Event and the metric.
-                let provider = self
-                    .known_provider(&class.spec.provider)
-                    .unwrap_or_else(|| "unknown".into());
-                self.inner.metrics.rotation_error(&provider, e.kind());
-                tracing::warn!(
-                    pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class,
-                    error_type = e.kind(), error = %e, "rotation refresh failed; keeping the mounted contents"
-                );
-                if let Some(k) = &self.inner.kube {
-                    k.events
-                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.to_string())
-                        .await;
-                }
-                Ok(Published::RefreshFailed)
-            }
-            Err(e) => {
-                let mounter = self.inner.mounter.clone();
-                let t = target.to_path_buf();
-                if let Ok(Err(cleanup)) =
-                    blocking(move || cleanup_target(mounter.as_ref(), &t)).await
-                {
-                    tracing::warn!(error = %cleanup, "cleanup after failed publish");
-                }
-                Err(e)
-            }
-        }
+        self.fetch_and_record(vc, &class, call, target).await
     }
 
     /// Provider call, file write, pod status and Secret sync. Returns whether files changed.
