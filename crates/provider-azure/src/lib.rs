@@ -1,5 +1,17 @@
-//! Azure Key Vault provider for the Secrets Store CSI Driver (work in progress: parameters and
-//! rendering are complete; the gRPC service follows).
+#![doc = include_str!("../README.md")]
 
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod metrics;
 pub mod params;
+pub mod provider;
 pub mod render;
+pub mod server;
+pub mod version;
+
+pub use error::MountError;
+pub use params::MountParams;
+pub use provider::{Provider, ProviderConfig};
+pub use provider_proto::v1alpha1::{MountRequest, MountResponse};
+pub use server::{Server, ServerConfig};

@@ -1,0 +1,246 @@
+//! Command-line flags, as upstream's (`cmd/main.go`): same names, defaults and Go-style syntax
+//! (`--flag=value`, bare booleans, `-v=N`, single-dash long flags).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use entra_auth::{HttpOptions, NodeEndpoints};
+
+use crate::provider::ProviderConfig;
+use crate::render::RenderOptions;
+use crate::server::ServerConfig;
+
+/// Azure Key Vault provider for the Secrets Store CSI Driver.
+#[derive(Debug, Parser)]
+#[command(name = "secrets-store-provider-azure", disable_version_flag = true)]
+pub struct Args {
+    /// Print version information as JSON and exit.
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub version: bool,
+    /// gRPC endpoint: unix:///path or tcp://host:port.
+    #[arg(long, default_value = "unix:///tmp/azure.sock")]
+    pub endpoint: String,
+    /// Log as JSON.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true, action = ArgAction::Set)]
+    pub log_format_json: bool,
+    /// Accepted for compatibility; pprof does not exist here.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true, action = ArgAction::Set)]
+    pub enable_pprof: bool,
+    /// Accepted for compatibility.
+    #[arg(long, default_value_t = 6060)]
+    pub pprof_port: u16,
+    /// Port of the HTTP health endpoint (all interfaces); 0 = off.
+    #[arg(long, default_value_t = 8989)]
+    pub healthz_port: u16,
+    /// Path of the HTTP health endpoint.
+    #[arg(long, default_value = "/healthz")]
+    pub healthz_path: String,
+    /// Timeout of the health endpoint's internal gRPC check (Go duration, e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    pub healthz_timeout: Duration,
+    /// Metrics backend; only Prometheus.
+    #[arg(long, default_value = "Prometheus")]
+    pub metrics_backend: String,
+    /// Port of the Prometheus /metrics endpoint (all interfaces); 0 = off.
+    #[arg(long, default_value_t = 8898)]
+    pub prometheus_port: u16,
+    /// Order certificates of PFX-backed secrets leaf → intermediates → root.
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", require_equals = true, action = ArgAction::Set)]
+    pub construct_pem_chain: bool,
+    /// Also write `<file>.crt` and `<file>.key` for certificate-backed secrets.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true, action = ArgAction::Set)]
+    pub write_cert_and_key_in_separate_files: bool,
+    /// Default cloud when the SecretProviderClass sets no cloudName.
+    #[arg(long, default_value = "AzurePublicCloud")]
+    pub cloud_name: String,
+    /// Accepted for compatibility (identity binding is not supported).
+    #[arg(long, default_value = "")]
+    pub token_proxy_url: String,
+    /// Accepted for compatibility (identity binding is not supported).
+    #[arg(long, default_value = "")]
+    pub sni_name: String,
+    /// Accepted for compatibility (unused upstream too).
+    #[arg(long, default_value = "")]
+    pub custom_user_agent: String,
+    /// Log verbosity (klog style): 0-1 info, 2-4 debug, 5+ trace.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+    /// Objects fetched concurrently per mount (upstream fetches one at a time).
+    #[arg(long, default_value_t = 8)]
+    pub fetch_concurrency: usize,
+    /// Timeout of one Key Vault HTTP attempt (Go duration).
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub keyvault_timeout: Duration,
+}
+
+/// Go-style argv: `-endpoint=x` → `--endpoint=x` (but `-v=5` stays).
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > 0
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && !a.starts_with("-v=")
+                && !a.starts_with("-v")
+            {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Parses Go durations such as `5s`, `1m30s`, `250ms`, `2h`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Flag validation problems.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--metrics-backend`.
+    #[error("unsupported metrics backend {0}")]
+    MetricsBackend(String),
+    /// IMDS / NMI override URLs.
+    #[error("invalid AZURE_POD_IDENTITY_AUTHORITY_HOST or AZURE_NMI_ENDPOINT: {0}")]
+    NodeEndpoints(url::ParseError),
+}
+
+impl Args {
+    /// The server configuration these flags (and the process environment: `SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`, `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `AZURE_NMI_ENDPOINT`) describe.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        if !self.metrics_backend.eq_ignore_ascii_case("prometheus") {
+            return Err(ConfigError::MetricsBackend(self.metrics_backend.clone()));
+        }
+        let node = NodeEndpoints::from_env().map_err(ConfigError::NodeEndpoints)?;
+        let provider = ProviderConfig {
+            default_cloud: self.cloud_name.clone(),
+            render: RenderOptions {
+                construct_pem_chain: self.construct_pem_chain,
+                write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
+            },
+            node,
+            http: HttpOptions::from_env(),
+            keyvault: keyvault_client::ClientOptions {
+                call_timeout: self.keyvault_timeout,
+                ..Default::default()
+            },
+            fetch_concurrency: self.fetch_concurrency.max(1),
+        };
+        let any = |port: u16| {
+            (port != 0).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        };
+        Ok(ServerConfig {
+            endpoint: self.endpoint.clone(),
+            provider,
+            healthz_addr: any(self.healthz_port),
+            healthz_path: self.healthz_path.clone(),
+            healthz_timeout: self.healthz_timeout,
+            metrics_addr: any(self.prometheus_port),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let v = normalize_args(
+            std::iter::once("p".to_owned()).chain(args.iter().map(|s| (*s).to_owned())),
+        );
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_as_upstream() {
+        let a = parse(&[]);
+        assert_eq!(a.endpoint, "unix:///tmp/azure.sock");
+        assert!(a.construct_pem_chain);
+        assert!(!a.write_cert_and_key_in_separate_files);
+        assert_eq!(
+            (a.healthz_port, a.healthz_path.as_str(), a.prometheus_port),
+            (8989, "/healthz", 8898)
+        );
+        assert_eq!(a.healthz_timeout, Duration::from_secs(5));
+        assert_eq!(a.cloud_name, "AzurePublicCloud");
+    }
+
+    #[test]
+    fn go_style_flags_as_the_chart_passes_them() {
+        let a = parse(&[
+            "--endpoint=unix:///provider/azure.sock",
+            "--construct-pem-chain=false",
+            "--write-cert-and-key-in-separate-files=true",
+            "--healthz-timeout=1m30s",
+            "--log-format-json",
+            "-v=5",
+            "-cloud-name=AzureChinaCloud",
+        ]);
+        assert_eq!(a.endpoint, "unix:///provider/azure.sock");
+        assert!(
+            !a.construct_pem_chain && a.write_cert_and_key_in_separate_files && a.log_format_json
+        );
+        assert_eq!(a.healthz_timeout, Duration::from_secs(90));
+        assert_eq!(a.verbosity, 5);
+        assert_eq!(a.cloud_name, "AzureChinaCloud");
+        assert!(
+            parse(&["--metrics-backend=statsd"])
+                .server_config()
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported metrics backend statsd")
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_go_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("x").is_err());
+    }
+}

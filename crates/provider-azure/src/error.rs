@@ -1,0 +1,93 @@
+//! Mount errors and their one mapping to gRPC status.
+
+use keyvault_client::KvError;
+
+use crate::params::ParamError;
+use crate::render::RenderError;
+
+/// Why a mount failed. The text names the parameter or object and the cause; never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Bad request / SecretProviderClass parameters.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    /// `cloudName` / `cloudEnvFileName` did not resolve.
+    #[error("cloudName {name} is not valid, error: {source}")]
+    Cloud {
+        /// As given.
+        name: String,
+        /// Why.
+        source: entra_auth::CloudError,
+    },
+    /// The credential could not be built.
+    #[error("failed to get keyvault client: {0}")]
+    Credential(String),
+    /// One object failed.
+    #[error(
+        "failed to get objectType:{object_type}, objectName:{object_name}, objectVersion:{object_version}: {source}"
+    )]
+    Object {
+        /// `secret` / `key` / `cert`.
+        object_type: &'static str,
+        /// `objectName`.
+        object_name: String,
+        /// `objectVersion` as given.
+        object_version: String,
+        /// What went wrong.
+        source: Box<ObjectError>,
+    },
+    /// Two files of the response would share a path (e.g. `x.crt` from
+    /// `--write-cert-and-key-in-separate-files` and an object aliased `x.crt`).
+    #[error(
+        "two objects would write the same file \"{0}\": give one of them a distinct objectAlias"
+    )]
+    DuplicatePath(String),
+}
+
+/// One object's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// Key Vault (or the identity provider) refused or failed.
+    #[error(transparent)]
+    KeyVault(#[from] KvError),
+    /// The content could not be turned into files.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// `objectVersion` is not among the enabled versions (version history mode).
+    #[error(
+        "objectVersion {0} not found among the object's enabled versions; fix objectVersion or leave it empty for the latest"
+    )]
+    VersionNotListed(String),
+}
+
+impl MountError {
+    /// Bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Params(_) | Self::Cloud { .. } | Self::DuplicatePath(_) => "invalid_parameters",
+            Self::Credential(_) => "auth_config",
+            Self::Object { source, .. } => match source.as_ref() {
+                ObjectError::KeyVault(e) => e.kind(),
+                ObjectError::Render(_) => "bad_format",
+                ObjectError::VersionNotListed(_) => "not_found",
+            },
+        }
+    }
+
+    /// The gRPC status the driver sees. Upstream always answers `Unknown`; the driver only looks
+    /// at "is it an error", so a precise code costs nothing and helps whoever reads the event.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Code;
+        let code = match self.kind() {
+            "invalid_parameters" | "auth_config" => Code::InvalidArgument,
+            "not_found" => Code::NotFound,
+            "forbidden" => Code::PermissionDenied,
+            "auth_failed" => Code::Unauthenticated,
+            "throttled" => Code::ResourceExhausted,
+            "timeout" => Code::DeadlineExceeded,
+            "bad_format" | "bad_response" | "auth_bad_response" => Code::FailedPrecondition,
+            _ => Code::Unavailable,
+        };
+        tonic::Status::new(code, format!("failed to mount objects, error: {self}"))
+    }
+}

@@ -1,0 +1,391 @@
+//! One `Mount`: parameters → credential → Key Vault → files. Stateless between calls (a cache can
+//! wrap the [`Connector`] later without changing this module).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_auth::{
+    ClientAssertionCredential, ClientSecretCredential, Cloud, HttpOptions,
+    ManagedIdentityCredential, NodeEndpoints, PodIdentityCredential, TokenCredential,
+};
+use futures::{StreamExt, TryStreamExt};
+use keyvault_client::{ClientOptions, Connector, HttpConnector, KeyVault, ObjectKind};
+use provider_proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
+
+use crate::error::{MountError, ObjectError};
+use crate::metrics::Metrics;
+use crate::params::{IdentityMode, MountParams, ObjectSpec, ObjectType, parse_permission};
+use crate::render::{self, RenderOptions, Rendered};
+
+/// Provider-wide settings (from flags and the environment).
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    /// `--cloud-name`: used when the SecretProviderClass has no `cloudName`.
+    pub default_cloud: String,
+    /// `--construct-pem-chain`, `--write-cert-and-key-in-separate-files`.
+    pub render: RenderOptions,
+    /// IMDS / NMI locations.
+    pub node: NodeEndpoints,
+    /// TLS roots, resolve overrides, timeouts.
+    pub http: HttpOptions,
+    /// Key Vault call timeout and retries.
+    pub keyvault: ClientOptions,
+    /// Objects fetched concurrently within one mount (upstream: 1).
+    pub fetch_concurrency: usize,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            default_cloud: "AzurePublicCloud".into(),
+            render: RenderOptions::default(),
+            node: NodeEndpoints::default(),
+            http: HttpOptions::default(),
+            keyvault: ClientOptions::default(),
+            fetch_concurrency: 8,
+        }
+    }
+}
+
+/// The provider: shared HTTP client, Key Vault connector, metrics.
+pub struct Provider {
+    config: ProviderConfig,
+    http: reqwest::Client,
+    connector: Arc<dyn Connector>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Provider construction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// TLS roots or the HTTP client.
+    #[error(transparent)]
+    Http(#[from] entra_auth::HttpError),
+    /// `--cloud-name` does not resolve.
+    #[error("failed validating default cloud environment: {0}")]
+    DefaultCloud(entra_auth::CloudError),
+}
+
+/// One resolved file-producing fetch.
+struct Job {
+    spec: ObjectSpec,
+    version: String,
+    file_name: String,
+    uid: String,
+}
+
+impl Provider {
+    /// Builds the provider with the real HTTP Key Vault connector.
+    pub fn new(config: ProviderConfig, metrics: Arc<Metrics>) -> Result<Self, ProviderError> {
+        let http = entra_auth::build_client(&config.http)?;
+        let connector = Arc::new(HttpConnector::new(http.clone(), config.keyvault));
+        Self::with_connector(config, http, connector, metrics)
+    }
+
+    /// Builds the provider over any connector (tests use fakes; a cache wraps the real one).
+    pub fn with_connector(
+        config: ProviderConfig,
+        http: reqwest::Client,
+        connector: Arc<dyn Connector>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ProviderError> {
+        if !config.default_cloud.eq_ignore_ascii_case("AzureStackCloud") {
+            Cloud::resolve(&config.default_cloud, None).map_err(ProviderError::DefaultCloud)?;
+        }
+        Ok(Self {
+            config,
+            http,
+            connector,
+            metrics,
+        })
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Handles one `Mount` (the gRPC layer adds only status mapping and logging).
+    pub async fn mount(&self, req: MountRequest) -> Result<MountResponse, MountError> {
+        let params = MountParams::parse(&req.attributes, &req.secrets)?;
+        let default_mode = parse_permission(&req.permission)?;
+        let started = Instant::now();
+        let result = self.mount_params(&params, default_mode).await;
+        let identity = params.identity.kind();
+        match &result {
+            Ok(resp) => {
+                self.metrics.mount("ok", identity);
+                tracing::info!(
+                    pod = %params.pod_name,
+                    namespace = %params.pod_namespace,
+                    class = params.class_name.as_deref().unwrap_or(""),
+                    vault = %params.keyvault_name,
+                    identity,
+                    files = resp.files.len(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "mount succeeded"
+                );
+            }
+            Err(e) => {
+                self.metrics.mount(e.kind(), identity);
+                tracing::warn!(
+                    pod = %params.pod_name,
+                    namespace = %params.pod_namespace,
+                    class = params.class_name.as_deref().unwrap_or(""),
+                    vault = %params.keyvault_name,
+                    identity,
+                    kind = e.kind(),
+                    error = %e,
+                    "failed to process mount request"
+                );
+            }
+        }
+        result
+    }
+
+    /// The mount after parsing (the CLI's one-shot mode calls this with parsed parameters).
+    pub async fn mount_params(
+        &self,
+        params: &MountParams,
+        default_mode: u32,
+    ) -> Result<MountResponse, MountError> {
+        if params.objects.is_empty() {
+            return Ok(MountResponse::default());
+        }
+        let cloud_name = if params.cloud_name.is_empty() {
+            self.config.default_cloud.as_str()
+        } else {
+            params.cloud_name.as_str()
+        };
+        let cloud =
+            Cloud::resolve(cloud_name, params.cloud_env_file.as_deref()).map_err(|source| {
+                MountError::Cloud {
+                    name: cloud_name.to_owned(),
+                    source,
+                }
+            })?;
+        let vault_url = url::Url::parse(&cloud.vault_url(&params.keyvault_name))
+            .map_err(|e| MountError::Credential(format!("invalid vault URL: {e}")))?;
+        let credential = self.credential(params, &cloud)?;
+        tracing::debug!(
+            pod = %params.pod_name, namespace = %params.pod_namespace,
+            vault = %vault_url, credential = ?credential.identity(), "mounting"
+        );
+        let kv = self.connector.connect(&vault_url, credential);
+
+        // Phase 1: resolve version-history objects into concrete versions (list calls).
+        let expanded: Vec<Vec<Job>> = futures::stream::iter(params.objects.clone())
+            .map(|spec| {
+                let kv = kv.clone();
+                async move { self.expand(kv.as_ref(), spec).await }
+            })
+            .buffered(self.config.fetch_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let jobs: Vec<Job> = expanded.into_iter().flatten().collect();
+
+        // Phase 2: fetch and render, order preserved, first failure aborts.
+        let rendered: Vec<(Job, Rendered)> = futures::stream::iter(jobs)
+            .map(|job| {
+                let kv = kv.clone();
+                async move {
+                    let r = self.fetch(kv.as_ref(), &job).await?;
+                    Ok::<_, MountError>((job, r))
+                }
+            })
+            .buffered(self.config.fetch_concurrency.max(1))
+            .try_collect()
+            .await?;
+
+        let mut resp = MountResponse::default();
+        let mut seen = HashSet::new();
+        for (job, r) in rendered {
+            let mode = job.spec.file_permission.unwrap_or(default_mode);
+            for f in r.files {
+                if !seen.insert(f.path.clone()) {
+                    return Err(MountError::DuplicatePath(f.path));
+                }
+                tracing::debug!(
+                    pod = %params.pod_name, namespace = %params.pod_namespace,
+                    object = %job.spec.name, version = %r.version, file = %f.path, "file ready"
+                );
+                resp.object_version.push(ObjectVersion {
+                    id: job.uid.clone(),
+                    version: r.version.clone(),
+                });
+                resp.files.push(File {
+                    path: f.path,
+                    mode: mode as i32,
+                    contents: f.contents.to_vec(),
+                });
+            }
+        }
+        Ok(resp)
+    }
+
+    fn credential(
+        &self,
+        params: &MountParams,
+        cloud: &Cloud,
+    ) -> Result<Arc<dyn TokenCredential>, MountError> {
+        let http = self.http.clone();
+        let fail = |e: entra_auth::AuthError| MountError::Credential(e.to_string());
+        Ok(match &params.identity {
+            IdentityMode::ServicePrincipal {
+                client_id,
+                client_secret,
+            } => Arc::new(
+                ClientSecretCredential::new(
+                    http,
+                    cloud,
+                    &params.tenant_id,
+                    client_id,
+                    client_secret.clone(),
+                )
+                .map_err(fail)?,
+            ),
+            IdentityMode::WorkloadIdentity {
+                client_id,
+                assertion,
+            } => Arc::new(
+                ClientAssertionCredential::new(
+                    http,
+                    cloud,
+                    &params.tenant_id,
+                    client_id,
+                    assertion.clone(),
+                )
+                .map_err(fail)?,
+            ),
+            IdentityMode::VmManagedIdentity {
+                user_assigned_identity_id,
+            } => Arc::new(ManagedIdentityCredential::new(
+                http,
+                &self.config.node,
+                user_assigned_identity_id.as_deref(),
+            )),
+            IdentityMode::PodIdentity => Arc::new(
+                PodIdentityCredential::new(
+                    http,
+                    &self.config.node,
+                    cloud,
+                    &params.pod_namespace,
+                    &params.pod_name,
+                )
+                .map_err(fail)?,
+            ),
+        })
+    }
+
+    fn object_error(spec: &ObjectSpec, source: impl Into<ObjectError>) -> MountError {
+        MountError::Object {
+            object_type: spec.object_type.as_str(),
+            object_name: spec.name.clone(),
+            object_version: spec.version.clone(),
+            source: Box::new(source.into()),
+        }
+    }
+
+    async fn expand(&self, kv: &dyn KeyVault, spec: ObjectSpec) -> Result<Vec<Job>, MountError> {
+        if spec.version_history <= 1 {
+            return Ok(vec![Job {
+                version: spec.version.clone(),
+                file_name: spec.file_name().to_owned(),
+                uid: spec.uid(),
+                spec,
+            }]);
+        }
+        let spec = &spec;
+        let kind = match spec.object_type {
+            ObjectType::Secret => ObjectKind::Secret,
+            ObjectType::Key => ObjectKind::Key,
+            ObjectType::Cert => ObjectKind::Certificate,
+        };
+        let t = Instant::now();
+        let listed = kv.list_versions(kind, &spec.name).await;
+        self.observe(
+            "list",
+            spec,
+            listed.as_ref().err().map(|e| e.kind()),
+            t.elapsed(),
+        );
+        let mut items: Vec<_> = listed
+            .map_err(|e| Self::object_error(spec, e))?
+            .into_iter()
+            .filter(|i| i.has_attributes && i.enabled != Some(false))
+            .collect();
+        // Newest first; ties broken by version id so the order is deterministic.
+        items.sort_by(|a, b| {
+            b.created
+                .unwrap_or(0)
+                .cmp(&a.created.unwrap_or(0))
+                .then_with(|| a.version().cmp(b.version()))
+        });
+        let start = if spec.version.is_empty() || spec.version == "latest" {
+            0
+        } else {
+            items
+                .iter()
+                .position(|i| i.version() == spec.version)
+                .ok_or_else(|| {
+                    Self::object_error(spec, ObjectError::VersionNotListed(spec.version.clone()))
+                })?
+        };
+        // Exactly N versions (upstream returns N+1 when more than N exist; see crate docs).
+        Ok(items
+            .iter()
+            .skip(start)
+            .take(spec.version_history as usize)
+            .enumerate()
+            .map(|(i, item)| Job {
+                spec: spec.clone(),
+                version: item.version().to_owned(),
+                file_name: format!("{}/{i}", spec.file_name()),
+                uid: format!("{}/{i}", spec.uid()),
+            })
+            .collect())
+    }
+
+    fn observe(&self, op: &'static str, spec: &ObjectSpec, err: Option<&'static str>, d: Duration) {
+        self.metrics
+            .keyvault(op, spec.object_type.as_str(), err.unwrap_or("ok"), d);
+    }
+
+    async fn fetch(&self, kv: &dyn KeyVault, job: &Job) -> Result<Rendered, MountError> {
+        let spec = &job.spec;
+        let t = Instant::now();
+        let result: Result<Rendered, ObjectError> = async {
+            Ok(match spec.object_type {
+                ObjectType::Secret => {
+                    let b = kv.get_secret(&spec.name, &job.version).await?;
+                    render::render_secret(spec, &job.file_name, &b, self.config.render)?
+                }
+                ObjectType::Key => {
+                    let b = kv.get_key(&spec.name, &job.version).await?;
+                    render::render_key(&job.file_name, &b)?
+                }
+                ObjectType::Cert => {
+                    let b = kv.get_certificate(&spec.name, &job.version).await?;
+                    render::render_cert(&job.file_name, &b)?
+                }
+            })
+        }
+        .await;
+        let kind = result.as_ref().err().map(|e| match e {
+            ObjectError::KeyVault(k) => k.kind(),
+            ObjectError::Render(_) => "bad_format",
+            ObjectError::VersionNotListed(_) => "not_found",
+        });
+        self.observe("get", spec, kind, t.elapsed());
+        result.map_err(|e| Self::object_error(spec, e))
+    }
+}
