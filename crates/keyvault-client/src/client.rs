@@ -77,6 +77,9 @@ pub struct HttpKeyVault {
     options: ClientOptions,
     /// Scope from the last challenge and the token for it.
     auth: Mutex<Option<(String, AccessToken)>>,
+    /// Held by the one request that answers the challenge while no token is cached, so that
+    /// concurrent first requests wait for its token instead of each fetching their own.
+    gate: Mutex<()>,
 }
 
 impl std::fmt::Debug for HttpKeyVault {
@@ -118,6 +121,7 @@ impl HttpKeyVault {
             credential,
             options,
             auth: Mutex::new(None),
+            gate: Mutex::new(()),
         }
     }
 
@@ -170,6 +174,14 @@ impl HttpKeyVault {
     /// GET with challenge handling, timeouts and retries; returns the 200 body.
     async fn get(&self, url: &Url) -> Result<Vec<u8>, KvError> {
         let mut bearer = self.cached_token().await;
+        let mut gate = None;
+        if bearer.is_none() {
+            gate = Some(self.gate.lock().await);
+            bearer = self.cached_token().await;
+            if bearer.is_some() {
+                gate = None;
+            }
+        }
         let mut challenged = false;
         let mut attempt = 0u32;
         loop {
@@ -185,6 +197,7 @@ impl HttpKeyVault {
                     let status = resp.status().as_u16();
                     match status {
                         200 => {
+                            drop(gate);
                             return resp
                                 .bytes()
                                 .await
@@ -194,6 +207,7 @@ impl HttpKeyVault {
                         401 if !challenged => {
                             challenged = true;
                             bearer = Some(self.answer_challenge(&resp).await?);
+                            gate = None;
                             continue;
                         }
                         s if is_retryable_status(s) => {
