@@ -1,0 +1,370 @@
+//! Request counters, fault injection, and the admin API client.
+//!
+//! The admin API listens on its own loopback port (plain HTTP) and requires
+//! `Authorization: Bearer <admin token>`; the token is random per start and is never a data-plane
+//! token, so a workload holding a Key Vault token cannot reach it.
+
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A fault injected on a route (an operation name such as `GetSecret`, or `*` for all).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer the next `count` requests with 429 and `Retry-After: <retry_after>` (seconds).
+    Throttle { count: u32, retry_after: u64 },
+    /// Answer the next `count` requests with this 5xx status.
+    ServerError { count: u32, status: u16 },
+    /// Delay every matching request (until cleared).
+    Latency(#[serde(with = "millis")] Duration),
+    /// Close the connection without an answer, `count` times.
+    Drop { count: u32 },
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct FaultRule {
+    pub(crate) route: String,
+    #[serde(default)]
+    pub(crate) vault: Option<String>,
+    pub(crate) fault: Fault,
+}
+
+/// What a fault check tells the request handler to do.
+pub(crate) enum FaultAction {
+    None,
+    Respond {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    Drop,
+}
+
+/// One counter row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRow {
+    pub operation: String,
+    pub vault: String,
+    pub status: u16,
+    pub count: u64,
+}
+
+/// Selects counter rows; `None` fields match anything.
+#[derive(Clone, Debug, Default)]
+pub struct CounterFilter {
+    pub operation: Option<String>,
+    pub vault: Option<String>,
+    pub status: Option<u16>,
+}
+
+impl CounterFilter {
+    pub fn operation(op: &str) -> Self {
+        Self {
+            operation: Some(op.to_string()),
+            ..Self::default()
+        }
+    }
+    pub fn vault(mut self, vault: &str) -> Self {
+        self.vault = Some(vault.to_string());
+        self
+    }
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+    fn matches(&self, r: &CounterRow) -> bool {
+        self.operation
+            .as_ref()
+            .is_none_or(|o| o.eq_ignore_ascii_case(&r.operation))
+            && self
+                .vault
+                .as_ref()
+                .is_none_or(|v| v.eq_ignore_ascii_case(&r.vault))
+            && self.status.is_none_or(|s| s == r.status)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Telemetry {
+    counters: Mutex<HashMap<(&'static str, String, u16), u64>>,
+    faults: Mutex<Vec<FaultRule>>,
+}
+
+impl Telemetry {
+    pub(crate) fn count(&self, op: &'static str, vault: &str, status: u16) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry((op, vault.to_ascii_lowercase(), status))
+                .or_default() += 1;
+        }
+    }
+    pub(crate) fn rows(&self) -> Vec<CounterRow> {
+        let mut rows: Vec<CounterRow> = self
+            .counters
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|((op, vault, status), n)| CounterRow {
+                        operation: op.to_string(),
+                        vault: vault.clone(),
+                        status: *status,
+                        count: *n,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort_by(|a, b| {
+            (&a.operation, &a.vault, a.status).cmp(&(&b.operation, &b.vault, b.status))
+        });
+        rows
+    }
+    pub(crate) fn reset_counters(&self) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.clear();
+        }
+    }
+    pub(crate) fn add_fault(&self, rule: FaultRule) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(rule);
+        }
+    }
+    pub(crate) fn clear_faults(&self) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.clear();
+        }
+    }
+    /// Consumes a matching counted fault; returns latency to add and the action.
+    pub(crate) fn check(&self, op: &str, vault: &str) -> (Duration, FaultAction) {
+        let Ok(mut faults) = self.faults.lock() else {
+            return (Duration::ZERO, FaultAction::None);
+        };
+        let matches = |r: &FaultRule| {
+            (r.route == "*" || r.route.eq_ignore_ascii_case(op))
+                && r.vault
+                    .as_ref()
+                    .is_none_or(|v| v.eq_ignore_ascii_case(vault))
+        };
+        let latency = faults
+            .iter()
+            .filter(|r| matches(r))
+            .filter_map(|r| match r.fault {
+                Fault::Latency(d) => Some(d),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let mut action = FaultAction::None;
+        for r in faults.iter_mut().filter(|r| matches(r)) {
+            match &mut r.fault {
+                Fault::Throttle { count, retry_after } if *count > 0 => {
+                    *count -= 1;
+                    action = FaultAction::Respond {
+                        status: 429,
+                        retry_after: Some(*retry_after),
+                    };
+                    break;
+                }
+                Fault::ServerError { count, status } if *count > 0 => {
+                    *count -= 1;
+                    action = FaultAction::Respond {
+                        status: *status,
+                        retry_after: None,
+                    };
+                    break;
+                }
+                Fault::Drop { count } if *count > 0 => {
+                    *count -= 1;
+                    action = FaultAction::Drop;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        faults.retain(|r| match r.fault {
+            Fault::Throttle { count, .. }
+            | Fault::ServerError { count, .. }
+            | Fault::Drop { count } => count > 0,
+            Fault::Latency(_) => true,
+        });
+        (latency, action)
+    }
+}
+
+// === client ===
+
+/// A typed client of the admin API.
+#[derive(Clone)]
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: Option<reqwest::Client>,
+}
+
+/// A reqwest client on the ring provider (the workspace builds reqwest without a default one).
+pub(crate) fn plain_http_client() -> Option<reqwest::Client> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .ok()
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionReply {
+    version: String,
+}
+
+impl AdminClient {
+    /// `base` is `http://127.0.0.1:<admin port>`; `token` the admin token printed at start.
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: plain_http_client(),
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, Error> {
+        self.http
+            .as_ref()
+            .ok_or_else(|| Error::Admin("cannot build an HTTP client".into()))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::Admin(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Admin(format!("HTTP {status}: {body}")));
+        }
+        Ok(resp)
+    }
+
+    /// All counter rows (operation, vault, status, count).
+    pub async fn counters(&self) -> Result<Vec<CounterRow>, Error> {
+        let resp = self
+            .send(self.http()?.get(format!("{}/admin/counters", self.base)))
+            .await?;
+        resp.json().await.map_err(|e| Error::Admin(e.to_string()))
+    }
+
+    /// Sum of the counters matching `filter`.
+    pub async fn request_count(&self, filter: CounterFilter) -> Result<u64, Error> {
+        Ok(self
+            .counters()
+            .await?
+            .iter()
+            .filter(|r| filter.matches(r))
+            .map(|r| r.count)
+            .sum())
+    }
+
+    pub async fn reset_counters(&self) -> Result<(), Error> {
+        self.send(
+            self.http()?
+                .post(format!("{}/admin/counters/reset", self.base)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Injects `fault` on `route` (operation name like `GetSecret`, or `*`), any vault.
+    pub async fn inject_fault(&self, route: &str, fault: Fault) -> Result<(), Error> {
+        self.inject_fault_for(route, None, fault).await
+    }
+
+    /// Injects `fault` on `route` for one vault only.
+    pub async fn inject_fault_for(
+        &self,
+        route: &str,
+        vault: Option<&str>,
+        fault: Fault,
+    ) -> Result<(), Error> {
+        let rule = FaultRule {
+            route: route.to_string(),
+            vault: vault.map(str::to_string),
+            fault,
+        };
+        self.send(
+            self.http()?
+                .post(format!("{}/admin/faults", self.base))
+                .json(&rule),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn clear_faults(&self) -> Result<(), Error> {
+        self.send(self.http()?.delete(format!("{}/admin/faults", self.base)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets a secret (a new version); returns the version id.
+    pub async fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<String, Error> {
+        let body = serde_json::json!({ "value": value });
+        let resp = self
+            .send(
+                self.http()?
+                    .put(format!("{}/admin/vaults/{vault}/secrets/{name}", self.base))
+                    .json(&body),
+            )
+            .await?;
+        let v: VersionReply = resp.json().await.map_err(|e| Error::Admin(e.to_string()))?;
+        Ok(v.version)
+    }
+
+    /// Enables or disables the latest version of a secret.
+    pub async fn set_secret_enabled(
+        &self,
+        vault: &str,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({ "enabled": enabled });
+        self.send(
+            self.http()?
+                .patch(format!("{}/admin/vaults/{vault}/secrets/{name}", self.base))
+                .json(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Resets counters and faults.
+    pub async fn reset(&self) -> Result<(), Error> {
+        self.send(self.http()?.post(format!("{}/admin/reset", self.base)))
+            .await
+            .map(|_| ())
+    }
+}

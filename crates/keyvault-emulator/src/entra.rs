@@ -1,0 +1,503 @@
+//! Entra ID: identities, access-token issuing (RS256 JWT) and verification, client-assertion
+//! (workload identity federation) validation against an issuer's JWKS.
+
+use crate::seed::{DEFAULT_FIC_AUDIENCE, Seed};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64URL};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// An identity that can get tokens.
+#[derive(Clone)]
+pub(crate) struct Principal {
+    pub(crate) client_id: String,
+    pub(crate) object_id: String,
+    pub(crate) tenant: String,
+    pub(crate) client_secret: Option<Zeroizing<String>>,
+    pub(crate) federated: Vec<Fic>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Fic {
+    pub(crate) issuer: String,
+    pub(crate) subject: String,
+    pub(crate) audience: String,
+}
+
+pub(crate) struct IssuerCfg {
+    pub(crate) issuer: String,
+    pub(crate) jwks: Option<String>,
+    pub(crate) jwks_uri: Option<String>,
+    pub(crate) ca_pem: Option<String>,
+    pub(crate) bearer_token: Option<Zeroizing<String>>,
+}
+
+pub(crate) struct Directory {
+    /// Service principals by client id (lower case).
+    pub(crate) principals: HashMap<String, Principal>,
+    /// Managed identities by client id (lower case) and the default one.
+    pub(crate) managed: HashMap<String, Principal>,
+    pub(crate) default_managed: Option<String>,
+    /// Pod identities: (namespace, pod) -> client id.
+    pub(crate) pods: HashMap<(String, String), String>,
+    pub(crate) issuers: Vec<IssuerCfg>,
+    jwks_cache: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+impl Directory {
+    pub(crate) fn from_seed(seed: &Seed) -> Directory {
+        let default_tenant = seed.default_tenant().to_string();
+        let mut principals = HashMap::new();
+        for sp in &seed.identities.service_principals {
+            principals.insert(
+                sp.client_id.to_ascii_lowercase(),
+                Principal {
+                    client_id: sp.client_id.clone(),
+                    object_id: sp.object_id.clone().unwrap_or_else(|| sp.client_id.clone()),
+                    tenant: sp.tenant.clone().unwrap_or_else(|| default_tenant.clone()),
+                    client_secret: sp.client_secret.clone().map(Zeroizing::new),
+                    federated: sp
+                        .federated_credentials
+                        .iter()
+                        .map(|f| Fic {
+                            issuer: f.issuer.clone(),
+                            subject: f.subject.clone(),
+                            audience: f
+                                .audience
+                                .clone()
+                                .unwrap_or_else(|| DEFAULT_FIC_AUDIENCE.to_string()),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        let mut managed = HashMap::new();
+        let mut default_managed = None;
+        for mi in &seed.identities.managed_identities {
+            if mi.default || seed.identities.managed_identities.len() == 1 {
+                default_managed = Some(mi.client_id.to_ascii_lowercase());
+            }
+            managed.insert(
+                mi.client_id.to_ascii_lowercase(),
+                Principal {
+                    client_id: mi.client_id.clone(),
+                    object_id: mi.object_id.clone().unwrap_or_else(|| mi.client_id.clone()),
+                    tenant: mi.tenant.clone().unwrap_or_else(|| default_tenant.clone()),
+                    client_secret: None,
+                    federated: Vec::new(),
+                },
+            );
+        }
+        let pods = seed
+            .identities
+            .pod_identities
+            .iter()
+            .map(|p| {
+                (
+                    (p.namespace.clone(), p.pod.clone()),
+                    p.client_id.to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        let issuers = seed
+            .issuers
+            .iter()
+            .map(|i| IssuerCfg {
+                issuer: i.issuer.clone(),
+                jwks: i.jwks.clone(),
+                jwks_uri: i.jwks_uri.clone(),
+                ca_pem: i.ca_pem.clone(),
+                bearer_token: i.bearer_token.clone().map(Zeroizing::new),
+            })
+            .collect();
+        Directory {
+            principals,
+            managed,
+            default_managed,
+            pods,
+            issuers,
+            jwks_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A principal for IMDS/NMI by client id (managed identities first, then service principals).
+    pub(crate) fn managed_or_principal(&self, client_id: &str) -> Option<&Principal> {
+        let id = client_id.to_ascii_lowercase();
+        self.managed.get(&id).or_else(|| self.principals.get(&id))
+    }
+
+    async fn jwks_for(&self, issuer: &IssuerCfg) -> Result<String, String> {
+        if let Some(inline) = &issuer.jwks {
+            return Ok(inline.clone());
+        }
+        let uri = issuer.jwks_uri.clone().unwrap_or_default();
+        if let Ok(cache) = self.jwks_cache.lock()
+            && let Some((at, doc)) = cache.get(&uri)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(doc.clone());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &issuer.ca_pem {
+            for block in pem.split_inclusive("-----END CERTIFICATE-----") {
+                if let Ok((_, der)) = der::pem::decode_vec(block.trim().as_bytes()) {
+                    let _ = roots.add(rustls::pki_types::CertificateDer::from(der));
+                }
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut req = client.get(&uri);
+        if let Some(t) = &issuer.bearer_token {
+            req = req.bearer_auth(t.as_str());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("fetching {uri}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("fetching {uri}: HTTP {}", resp.status()));
+        }
+        let doc = resp.text().await.map_err(|e| e.to_string())?;
+        if let Ok(mut cache) = self.jwks_cache.lock() {
+            cache.insert(uri, (Instant::now(), doc.clone()));
+        }
+        Ok(doc)
+    }
+
+    /// Validates a client assertion for `client_id`; returns the principal or an Entra error.
+    pub(crate) async fn validate_assertion(
+        &self,
+        principal: &Principal,
+        assertion: &str,
+    ) -> Result<(), EntraError> {
+        #[derive(Deserialize)]
+        struct Unverified {
+            iss: Option<String>,
+        }
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
+            EntraError::new(
+                400,
+                "invalid_client",
+                50027,
+                "JWT token is invalid or malformed.",
+            )
+        })?;
+        let claims: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
+            .map_err(|_| {
+                EntraError::new(
+                    400,
+                    "invalid_client",
+                    50027,
+                    "JWT token is invalid or malformed.",
+                )
+            })?;
+        let iss = claims.iss.unwrap_or_default();
+        let fics: Vec<&Fic> = principal
+            .federated
+            .iter()
+            .filter(|f| f.issuer == iss)
+            .collect();
+        if fics.is_empty() {
+            return Err(EntraError::new(
+                400,
+                "invalid_client",
+                700211,
+                format!(
+                    "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+                ),
+            ));
+        }
+        let issuer = self.issuers.iter().find(|i| i.issuer == iss).ok_or_else(|| {
+            EntraError::new(
+                401,
+                "invalid_client",
+                50166,
+                format!("Request to External OIDC endpoint failed: no JWKS is configured for issuer '{iss}'."),
+            )
+        })?;
+        let jwks_text = self.jwks_for(issuer).await.map_err(|e| {
+            EntraError::new(
+                401,
+                "invalid_client",
+                50166,
+                format!("Request to External OIDC endpoint failed: {e}"),
+            )
+        })?;
+        let jwks: JwkSet = serde_json::from_str(&jwks_text).map_err(|e| {
+            EntraError::new(
+                401,
+                "invalid_client",
+                50166,
+                format!("The issuer's JWKS is not valid: {e}"),
+            )
+        })?;
+        let jwk = match &header.kid {
+            Some(kid) => jwks.find(kid),
+            None => jwks.keys.first(),
+        }
+        .ok_or_else(|| {
+            EntraError::new(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation: no key in the issuer's JWKS matches the assertion's kid.",
+            )
+        })?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| {
+            EntraError::new(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation.",
+            )
+        })?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::PS256
+        ) {
+            return Err(EntraError::new(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion uses an unsupported algorithm.",
+            ));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.set_issuer(&[&iss]);
+        #[derive(Deserialize)]
+        struct Verified {
+            sub: String,
+            aud: Value,
+        }
+        let data = jsonwebtoken::decode::<Verified>(assertion, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => EntraError::new(
+                    400,
+                    "invalid_client",
+                    700024,
+                    "Client assertion is not within its valid time range.",
+                ),
+                ErrorKind::InvalidSignature => EntraError::new(
+                    401,
+                    "invalid_client",
+                    700027,
+                    "Client assertion failed signature validation.",
+                ),
+                _ => EntraError::new(
+                    400,
+                    "invalid_client",
+                    50027,
+                    "JWT token is invalid or malformed.",
+                ),
+            }
+        })?;
+        let auds: Vec<String> = match &data.claims.aud {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let by_subject: Vec<&&Fic> = fics
+            .iter()
+            .filter(|f| f.subject == data.claims.sub)
+            .collect();
+        if by_subject.is_empty() {
+            return Err(EntraError::new(
+                400,
+                "invalid_client",
+                700213,
+                format!(
+                    "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+                    data.claims.sub
+                ),
+            ));
+        }
+        if !by_subject
+            .iter()
+            .any(|f| auds.iter().any(|a| a == &f.audience))
+        {
+            return Err(EntraError::new(
+                400,
+                "invalid_client",
+                700212,
+                format!(
+                    "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+                    auds.join(",")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// === token signing ===
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AccessClaims {
+    pub(crate) aud: String,
+    pub(crate) iss: String,
+    pub(crate) iat: i64,
+    pub(crate) nbf: i64,
+    pub(crate) exp: i64,
+    pub(crate) appid: String,
+    pub(crate) appidacr: String,
+    pub(crate) idtyp: String,
+    pub(crate) oid: String,
+    pub(crate) sub: String,
+    pub(crate) tid: String,
+    pub(crate) uti: String,
+    pub(crate) ver: String,
+}
+
+pub(crate) struct Signer {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwks: Value,
+}
+
+impl Signer {
+    pub(crate) fn generate() -> Result<Signer, String> {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let key =
+            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| e.to_string())?;
+        let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+        let n = B64URL.encode(key.n().to_bytes_be());
+        let e = B64URL.encode(key.e().to_bytes_be());
+        let kid = B64URL.encode(&sha2::Sha256::digest_bytes(n.as_bytes())[..12]);
+        let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
+        Ok(Signer {
+            jwks: json!({ "keys": [{ "kty": "RSA", "use": "sig", "kid": kid, "x5t": kid, "n": n, "e": e, "alg": "RS256" }] }),
+            kid,
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            decoding,
+        })
+    }
+
+    pub(crate) fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    pub(crate) fn issue(
+        &self,
+        p: &Principal,
+        resource: &str,
+        lifetime: Duration,
+    ) -> Result<(String, i64), String> {
+        let now = crate::store::now();
+        let exp = now + lifetime.as_secs() as i64;
+        let claims = AccessClaims {
+            aud: resource.to_string(),
+            iss: format!("https://sts.windows.net/{}/", p.tenant),
+            iat: now,
+            nbf: now - 300,
+            exp,
+            appid: p.client_id.clone(),
+            appidacr: "1".into(),
+            idtyp: "app".into(),
+            oid: p.object_id.clone(),
+            sub: p.object_id.clone(),
+            tid: p.tenant.clone(),
+            uti: uuid::Uuid::new_v4().simple().to_string(),
+            ver: "1.0".into(),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| e.to_string())?;
+        Ok((token, exp))
+    }
+
+    /// Verifies signature, expiry and audience; returns the claims.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<AccessClaims, jsonwebtoken::errors::Error> {
+        let mut v = Validation::new(Algorithm::RS256);
+        v.leeway = 0;
+        v.set_audience(audiences);
+        v.set_required_spec_claims(&["exp", "aud"]);
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).map(|d| d.claims)
+    }
+}
+
+trait DigestBytes {
+    fn digest_bytes(data: &[u8]) -> Vec<u8>;
+}
+impl DigestBytes for sha2::Sha256 {
+    fn digest_bytes(data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).to_vec()
+    }
+}
+
+// === errors ===
+
+/// An Entra ID error response (`{"error","error_description","error_codes",…}`).
+#[derive(Debug)]
+pub(crate) struct EntraError {
+    pub(crate) status: u16,
+    pub(crate) error: &'static str,
+    pub(crate) code: u32,
+    pub(crate) description: String,
+}
+
+impl EntraError {
+    pub(crate) fn new(
+        status: u16,
+        error: &'static str,
+        code: u32,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            error,
+            code,
+            description: description.into(),
+        }
+    }
+    pub(crate) fn body(&self) -> Value {
+        let trace = uuid::Uuid::new_v4().to_string();
+        let corr = uuid::Uuid::new_v4().to_string();
+        let ts = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        json!({
+            "error": self.error,
+            "error_description": format!("AADSTS{}: {} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}", self.code, self.description),
+            "error_codes": [self.code],
+            "timestamp": ts,
+            "trace_id": trace,
+            "correlation_id": corr,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={}", self.code),
+        })
+    }
+}

@@ -1,0 +1,438 @@
+//! A local Azure Key Vault (data plane) with Entra ID, IMDS and aad-pod-identity NMI, which the
+//! official Azure SDKs accept; with request counters and fault injection for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyvault_emulator::Error> {
+//! use keyvault_emulator::{Emulator, EmulatorConfig};
+//! let config = EmulatorConfig::default().seed_yaml(r#"
+//! vaults:
+//!   - name: demo
+//!     access: ["*"]
+//!     secrets: [{ name: greeting, value: hello }]
+//! identities:
+//!   service_principals: [{ client_id: 11111111-1111-1111-1111-111111111111, client_secret: s }]
+//! "#)?;
+//! let emu = Emulator::start(config).await?;
+//! println!("vault: {}  authority: {}", emu.vault_url("demo"), emu.authority_url());
+//! # Ok(()) }
+//! ```
+//!
+//! Addressing: vaults are `https://<vault>.<dns-suffix>:<port>/` by Host header. Plain
+//! `https://127.0.0.1:<port>/` reaches the vault named by [`EmulatorConfig::default_vault`], or the
+//! only vault when there is exactly one (the single-vault fallback). Clients resolve
+//! `<vault>.<dns-suffix>` through a resolve override, or a private `/etc/hosts` in a mount
+//! namespace — never by editing the machine's `/etc/hosts`.
+//!
+//! The Key Vault challenge is `Bearer authorization="<authority>/<tenant>",
+//! resource="https://<dns-suffix>[:<port>]"`: the port is part of the resource unless it
+//! is 443, so the SDKs' challenge-resource verification (request host must end with
+//! `.<resource authority>`) passes on any port.
+//!
+//! See the crate README for the seed format, the admin API and the command line.
+
+mod admin;
+mod asn1;
+pub mod certs;
+mod entra;
+mod error;
+pub mod keys;
+pub mod pkcs12;
+pub mod seed;
+mod server;
+mod store;
+mod tls;
+
+pub use admin::{AdminClient, CounterFilter, CounterRow, Fault};
+pub use error::Error;
+pub use seed::Seed;
+pub use tls::CaSource;
+
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Configuration of one emulator instance.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// HTTPS listener (Key Vault + Entra). Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// IMDS listener (plain HTTP). Default `127.0.0.1:0`.
+    pub imds_listen: SocketAddr,
+    /// aad-pod-identity NMI listener (plain HTTP). Default `127.0.0.1:0`.
+    pub nmi_listen: SocketAddr,
+    /// Admin API listener (plain HTTP). Default `127.0.0.1:0`.
+    pub admin_listen: SocketAddr,
+    /// Vault DNS suffix. Default `vault.test`.
+    pub dns_suffix: String,
+    /// The CA signing the serving certificate.
+    pub ca: CaSource,
+    /// Extra DNS names / IPs for the serving certificate.
+    pub extra_tls_names: Vec<String>,
+    /// Objects, identities and access declared at start.
+    pub seed: Option<Seed>,
+    /// Where every write is persisted (fsync + atomic rename). `None`: memory only.
+    pub state_file: Option<PathBuf>,
+    /// Vault answered on plain `127.0.0.1` / `localhost` hosts.
+    pub default_vault: Option<String>,
+    /// Lifetime of issued access tokens. Default one hour.
+    pub token_lifetime: Duration,
+    /// Additional token audiences the data plane accepts (e.g. `https://vault.azure.net`).
+    pub extra_audiences: Vec<String>,
+    /// Fixed admin token (default: random per start).
+    pub admin_token: Option<String>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        let lo = SocketAddr::from(([127, 0, 0, 1], 0));
+        EmulatorConfig {
+            listen: lo,
+            imds_listen: lo,
+            nmi_listen: lo,
+            admin_listen: lo,
+            dns_suffix: "vault.test".into(),
+            ca: CaSource::Generate,
+            extra_tls_names: Vec::new(),
+            seed: None,
+            state_file: None,
+            default_vault: None,
+            token_lifetime: Duration::from_secs(3600),
+            extra_audiences: Vec::new(),
+            admin_token: None,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    pub fn seed(mut self, seed: Seed) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    pub fn seed_yaml(self, yaml: &str) -> Result<Self, Error> {
+        Ok(self.seed(Seed::from_yaml(yaml)?))
+    }
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+    pub fn dns_suffix(mut self, suffix: &str) -> Self {
+        self.dns_suffix = suffix.trim_matches('.').to_string();
+        self
+    }
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+    pub fn ca(mut self, ca: CaSource) -> Self {
+        self.ca = ca;
+        self
+    }
+    pub fn default_vault(mut self, vault: &str) -> Self {
+        self.default_vault = Some(vault.to_string());
+        self
+    }
+    pub fn token_lifetime(mut self, d: Duration) -> Self {
+        self.token_lifetime = d;
+        self
+    }
+    pub fn extra_audience(mut self, aud: &str) -> Self {
+        self.extra_audiences.push(aud.to_string());
+        self
+    }
+}
+
+/// A running emulator; stops every listener and connection when dropped.
+pub struct Emulator {
+    https_addr: SocketAddr,
+    imds_addr: SocketAddr,
+    nmi_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    dns_suffix: String,
+    ca_pem: String,
+    admin_token: Zeroizing<String>,
+    shared: Arc<server::Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("https_addr", &self.https_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+impl Emulator {
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, Error> {
+        let seed = config.seed.clone().unwrap_or_default();
+        let https = bind(config.listen).await?;
+        let imds = bind(config.imds_listen).await?;
+        let nmi = bind(config.nmi_listen).await?;
+        let admin = bind(config.admin_listen).await?;
+        let local = |l: &tokio::net::TcpListener, want: SocketAddr| {
+            l.local_addr()
+                .map_err(|source| Error::Bind { addr: want, source })
+        };
+        let https_addr = local(&https, config.listen)?;
+        let imds_addr = local(&imds, config.imds_listen)?;
+        let nmi_addr = local(&nmi, config.nmi_listen)?;
+        let admin_addr = local(&admin, config.admin_listen)?;
+
+        let tls = tls::build(&config.ca, &config.dns_suffix, &config.extra_tls_names)?;
+
+        // Store: the state file wins; the seed adds what the state file lacks.
+        let mut store = match &config.state_file {
+            Some(p) => store::Store::load(p)?.unwrap_or_default(),
+            None => store::Store::default(),
+        };
+        let mut dirty = false;
+        for vs in &seed.vaults {
+            if store.vault(&vs.name).is_some() {
+                continue;
+            }
+            store
+                .vaults
+                .insert(vs.name.to_ascii_lowercase(), build_vault(&seed, vs)?);
+            dirty = true;
+        }
+        if dirty && let Some(p) = &config.state_file {
+            store.persist(p)?;
+        }
+
+        let mut tenants: Vec<String> = vec![seed.default_tenant().to_string()];
+        tenants.extend(store.vaults.values().map(|v| v.tenant.clone()));
+        tenants.extend(
+            seed.identities
+                .service_principals
+                .iter()
+                .filter_map(|s| s.tenant.clone()),
+        );
+        tenants.extend(
+            seed.identities
+                .managed_identities
+                .iter()
+                .filter_map(|s| s.tenant.clone()),
+        );
+        tenants.sort();
+        tenants.dedup();
+
+        let port_suffix = if https_addr.port() == 443 {
+            String::new()
+        } else {
+            format!(":{}", https_addr.port())
+        };
+        // Like Key Vault's `https://vault.azure.net` for suffix `vault.azure.net`: the resource is
+        // the suffix itself, so `<vault>.<suffix>` ends with `.<resource host>`.
+        let resource = format!("https://{}{port_suffix}", config.dns_suffix);
+        let mut audiences = vec![
+            resource.clone(),
+            format!("{resource}/"),
+            format!("https://{}", config.dns_suffix),
+            format!("https://{}/", config.dns_suffix),
+        ];
+        audiences.extend(config.extra_audiences.iter().cloned());
+        let ip = match https_addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        let authority = format!("https://{ip}{port_suffix}");
+        let admin_token = Zeroizing::new(config.admin_token.clone().unwrap_or_else(|| {
+            let mut b = [0u8; 24];
+            rand::rng().fill_bytes(&mut b);
+            hex::encode(b)
+        }));
+        let signer = entra::Signer::generate().map_err(Error::Tls)?;
+        let shared = Arc::new(server::Shared {
+            store: RwLock::new(store),
+            state_path: config.state_file.clone(),
+            dir: entra::Directory::from_seed(&seed),
+            signer,
+            telemetry: admin::Telemetry::default(),
+            dns_suffix: config.dns_suffix.clone(),
+            authority,
+            resource,
+            audiences,
+            token_lifetime: config.token_lifetime,
+            admin_token: admin_token.clone(),
+            default_vault: config
+                .default_vault
+                .as_ref()
+                .map(|v| v.to_ascii_lowercase()),
+            tenants,
+        });
+        let tasks = vec![
+            server::spawn_https(https, tls.config.clone(), shared.clone()),
+            server::spawn_plain(imds, server::PlainKind::Imds, shared.clone()),
+            server::spawn_plain(nmi, server::PlainKind::Nmi, shared.clone()),
+            server::spawn_plain(admin, server::PlainKind::Admin, shared.clone()),
+        ];
+        tracing::info!(https = %https_addr, imds = %imds_addr, nmi = %nmi_addr, admin = %admin_addr, "keyvault-emulator listening");
+        Ok(Emulator {
+            https_addr,
+            imds_addr,
+            nmi_addr,
+            admin_addr,
+            dns_suffix: config.dns_suffix,
+            ca_pem: tls.ca_pem,
+            admin_token,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Key Vault data plane and Entra ID.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+    pub fn dns_suffix(&self) -> &str {
+        &self.dns_suffix
+    }
+    /// `<vault>.<suffix>`.
+    pub fn vault_host(&self, vault: &str) -> String {
+        format!("{vault}.{}", self.dns_suffix)
+    }
+    /// `https://<vault>.<suffix>:<port>/`.
+    pub fn vault_url(&self, vault: &str) -> String {
+        format!(
+            "https://{}:{}/",
+            self.vault_host(vault),
+            self.https_addr.port()
+        )
+    }
+    /// The Entra authority host, `https://127.0.0.1:<port>/`.
+    pub fn authority_url(&self) -> String {
+        format!("{}/", self.shared.authority)
+    }
+    /// The resource (token audience) of the vaults: `https://<suffix>[:<port>]` (Key Vault: `https://vault.azure.net`).
+    pub fn resource(&self) -> &str {
+        &self.shared.resource
+    }
+    /// `http://127.0.0.1:<port>` — the value for `AZURE_POD_IDENTITY_AUTHORITY_HOST` (IMDS).
+    pub fn imds_url(&self) -> String {
+        format!("http://{}", self.imds_addr)
+    }
+    /// `http://127.0.0.1:<port>` — where the NMI `/host/token/` endpoint is.
+    pub fn nmi_url(&self) -> String {
+        format!("http://{}", self.nmi_addr)
+    }
+    /// `http://127.0.0.1:<port>` — the admin API.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+    /// The admin API bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+    /// PEM of the CA that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+    /// A typed admin client.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(&self.admin_url(), &self.admin_token)
+    }
+}
+
+fn build_vault(seed: &Seed, vs: &seed::VaultSeed) -> Result<store::Vault, Error> {
+    use std::collections::BTreeMap;
+    let tenant = vs
+        .tenant
+        .clone()
+        .unwrap_or_else(|| seed.default_tenant().to_string());
+    let mut v = store::Vault::new(&vs.name, &tenant, vs.access.clone());
+    let ctx = |what: &str, name: &str, e: &dyn std::fmt::Display| {
+        Error::Seed(format!("vault '{}': {what} '{name}': {e}", vs.name))
+    };
+    for s in &vs.secrets {
+        let mut attrs = store::Attrs::now();
+        attrs.enabled = s.enabled;
+        v.set_secret(
+            &s.name,
+            Zeroizing::new(s.value.clone()),
+            s.content_type.clone(),
+            s.tags.clone(),
+            attrs,
+        );
+    }
+    for k in &vs.keys {
+        let material = match &k.pem {
+            Some(pem) => {
+                let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
+                    .map_err(|e| ctx("key", &k.name, &e))?;
+                keys::KeyMaterial::from_pem_block(label, &Zeroizing::new(der))
+                    .map_err(|e| ctx("key", &k.name, &e))?
+            }
+            None => keys::KeyMaterial::generate(
+                k.kty.as_deref().unwrap_or("RSA"),
+                k.key_size,
+                k.crv.as_deref(),
+            )
+            .map_err(|e| ctx("key", &k.name, &e))?,
+        };
+        v.add_key(
+            &k.name,
+            material,
+            None,
+            BTreeMap::new(),
+            store::Attrs::now(),
+            false,
+            None,
+        );
+    }
+    for c in &vs.certificates {
+        let bundle = if let Some(pem) = &c.pem {
+            certs::parse_pem_bundle(pem).map_err(|e| ctx("certificate", &c.name, &e))?
+        } else if let Some(pfx) = &c.pfx_base64 {
+            certs::parse_import(pfx, c.password.as_deref().unwrap_or(""))
+                .map_err(|e| ctx("certificate", &c.name, &e))?
+        } else if let Some(g) = &c.generate {
+            let key = keys::KeyMaterial::generate(
+                g.kty.as_deref().unwrap_or("RSA"),
+                g.key_size,
+                g.crv.as_deref(),
+            )
+            .map_err(|e| ctx("certificate", &c.name, &e))?;
+            let subject = g
+                .subject
+                .clone()
+                .unwrap_or_else(|| format!("CN={}", c.name));
+            certs::self_signed(key, &subject, &g.dns_names, g.validity_months.unwrap_or(12))
+                .map_err(|e| ctx("certificate", &c.name, &e))?
+        } else {
+            return Err(Error::Seed(format!(
+                "vault '{}': certificate '{}' has no content",
+                vs.name, c.name
+            )));
+        };
+        let ct = c.content_type.as_deref().unwrap_or(certs::CT_PKCS12);
+        v.add_certificate(
+            &c.name,
+            bundle,
+            ct,
+            BTreeMap::new(),
+            true,
+            serde_json::json!({}),
+        )
+        .map_err(|e| ctx("certificate", &c.name, &e.message))?;
+    }
+    Ok(v)
+}

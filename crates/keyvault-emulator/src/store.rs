@@ -1,0 +1,650 @@
+//! The vault contents: secrets, keys and certificates with versions; JSON rendering in Key Vault's
+//! wire shapes; durable persistence to the state file.
+
+use crate::certs::{self, Bundle, CT_PEM, CT_PKCS12};
+use crate::error::{Error, KvError, ObjectKind};
+use crate::keys::KeyMaterial;
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+pub(crate) const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
+pub(crate) const RECOVERABLE_DAYS: u32 = 90;
+
+/// A secret value: never printed.
+#[derive(Clone, Default)]
+pub(crate) struct SecretValue(pub(crate) Zeroizing<String>);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+impl Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+impl<'de> Deserialize<'de> for SecretValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SecretValue(Zeroizing::new(String::deserialize(d)?)))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Attrs {
+    pub(crate) enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exp: Option<i64>,
+    pub(crate) created: i64,
+    pub(crate) updated: i64,
+}
+
+impl Attrs {
+    pub(crate) fn now() -> Self {
+        let t = now();
+        Attrs {
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: t,
+            updated: t,
+        }
+    }
+    fn render(&self) -> Value {
+        let mut v = json!({
+            "enabled": self.enabled,
+            "created": self.created,
+            "updated": self.updated,
+            "recoveryLevel": RECOVERY_LEVEL,
+            "recoverableDays": RECOVERABLE_DAYS,
+        });
+        if let Some(nbf) = self.nbf {
+            v["nbf"] = json!(nbf);
+        }
+        if let Some(exp) = self.exp {
+            v["exp"] = json!(exp);
+        }
+        v
+    }
+    /// Applies `{"enabled","nbf","exp"}` from a request body.
+    pub(crate) fn apply(&mut self, body: &Value) -> Result<(), KvError> {
+        if let Some(e) = body.get("enabled") {
+            self.enabled = e
+                .as_bool()
+                .ok_or_else(|| KvError::bad_parameter("attributes.enabled must be a boolean"))?;
+        }
+        for (field, slot) in [("nbf", &mut self.nbf), ("exp", &mut self.exp)] {
+            match body.get(field) {
+                None => {}
+                Some(Value::Null) => *slot = None,
+                Some(v) => {
+                    *slot = Some(v.as_i64().ok_or_else(|| {
+                        KvError::bad_parameter(format!(
+                            "attributes.{field} must be a Unix time in seconds"
+                        ))
+                    })?)
+                }
+            }
+        }
+        self.updated = now();
+        Ok(())
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn new_version() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Secret {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) value: SecretValue,
+    #[serde(default)]
+    pub(crate) content_type: Option<String>,
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) attrs: Attrs,
+    /// Set for a certificate's backing secret.
+    #[serde(default)]
+    pub(crate) managed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Key {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) material: KeyMaterial,
+    pub(crate) key_ops: Vec<String>,
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) attrs: Attrs,
+    #[serde(default)]
+    pub(crate) managed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Cert {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    /// DER certificates, leaf first, base64 in the state file.
+    pub(crate) chain: Vec<String>,
+    pub(crate) content_type: String,
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) attrs: Attrs,
+    pub(crate) policy: Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Vault {
+    pub(crate) name: String,
+    pub(crate) tenant: String,
+    pub(crate) access: Vec<String>,
+    #[serde(default)]
+    pub(crate) secrets: BTreeMap<String, Vec<Secret>>,
+    #[serde(default)]
+    pub(crate) keys: BTreeMap<String, Vec<Key>>,
+    #[serde(default)]
+    pub(crate) certificates: BTreeMap<String, Vec<Cert>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Store {
+    /// By lower-case vault name.
+    pub(crate) vaults: BTreeMap<String, Vault>,
+}
+
+// === persistence ===
+
+impl Store {
+    pub(crate) fn load(path: &Path) -> Result<Option<Store>, Error> {
+        let err = |message: String| Error::State {
+            path: path.display().to_string(),
+            message,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| err(format!("not a state file written by this emulator ({e}); move it away to start fresh")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Writes the whole store: temp file in the same directory, fsync, rename, fsync the directory.
+    pub(crate) fn persist(&self, path: &Path) -> Result<(), Error> {
+        let err = |message: String| Error::State {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(self).map_err(|e| err(e.to_string()))?);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp: PathBuf = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "state".into())
+        ));
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e.to_string()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn vault(&self, name: &str) -> Option<&Vault> {
+        self.vaults.get(&name.to_ascii_lowercase())
+    }
+    pub(crate) fn vault_mut(&mut self, name: &str) -> Option<&mut Vault> {
+        self.vaults.get_mut(&name.to_ascii_lowercase())
+    }
+}
+
+// === lookups ===
+
+fn pick<'a, T>(
+    versions: Option<&'a Vec<T>>,
+    version: Option<&str>,
+    ver: impl Fn(&T) -> &str,
+    kind: ObjectKind,
+    name: &str,
+) -> Result<&'a T, KvError> {
+    let versions = versions.ok_or_else(|| KvError::not_found(kind, name, None))?;
+    match version {
+        None => versions
+            .last()
+            .ok_or_else(|| KvError::not_found(kind, name, None)),
+        Some(v) => versions
+            .iter()
+            .find(|x| ver(x).eq_ignore_ascii_case(v))
+            .ok_or_else(|| KvError::not_found(kind, name, Some(v))),
+    }
+}
+
+fn disabled(kind: ObjectKind, op: &str) -> KvError {
+    let inner = match kind {
+        ObjectKind::Secret => "SecretDisabled",
+        ObjectKind::Key => "KeyDisabled",
+        ObjectKind::Certificate => "CertificateDisabled",
+    };
+    KvError::new(
+        403,
+        "Forbidden",
+        format!(
+            "Operation {op} is not allowed on a disabled {}.",
+            kind.noun()
+        ),
+    )
+    .inner(inner)
+}
+
+fn tags_json(tags: &BTreeMap<String, String>) -> Option<Value> {
+    (!tags.is_empty()).then(|| json!(tags))
+}
+
+// === vault operations ===
+
+impl Vault {
+    pub(crate) fn new(name: &str, tenant: &str, access: Vec<String>) -> Self {
+        Vault {
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            access,
+            secrets: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            certificates: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn secret(&self, name: &str, version: Option<&str>) -> Result<&Secret, KvError> {
+        pick(
+            self.secrets.get(&name.to_ascii_lowercase()),
+            version,
+            |s| &s.version,
+            ObjectKind::Secret,
+            name,
+        )
+    }
+    pub(crate) fn key(&self, name: &str, version: Option<&str>) -> Result<&Key, KvError> {
+        pick(
+            self.keys.get(&name.to_ascii_lowercase()),
+            version,
+            |k| &k.version,
+            ObjectKind::Key,
+            name,
+        )
+    }
+    pub(crate) fn cert(&self, name: &str, version: Option<&str>) -> Result<&Cert, KvError> {
+        pick(
+            self.certificates.get(&name.to_ascii_lowercase()),
+            version,
+            |c| &c.version,
+            ObjectKind::Certificate,
+            name,
+        )
+    }
+
+    pub(crate) fn get_secret_checked(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<&Secret, KvError> {
+        let s = self.secret(name, version)?;
+        if !s.attrs.enabled {
+            return Err(disabled(ObjectKind::Secret, "get"));
+        }
+        Ok(s)
+    }
+    pub(crate) fn get_key_checked(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<&Key, KvError> {
+        let k = self.key(name, version)?;
+        if !k.attrs.enabled {
+            return Err(disabled(ObjectKind::Key, "get"));
+        }
+        Ok(k)
+    }
+
+    pub(crate) fn set_secret(
+        &mut self,
+        name: &str,
+        value: Zeroizing<String>,
+        content_type: Option<String>,
+        tags: BTreeMap<String, String>,
+        attrs: Attrs,
+    ) -> &Secret {
+        let versions = self.secrets.entry(name.to_ascii_lowercase()).or_default();
+        let stored_name = versions
+            .first()
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| name.to_string());
+        versions.push(Secret {
+            name: stored_name,
+            version: new_version(),
+            value: SecretValue(value),
+            content_type,
+            tags,
+            attrs,
+            managed: false,
+        });
+        // `versions` was just pushed to, so it is non-empty.
+        &versions[versions.len() - 1]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_key(
+        &mut self,
+        name: &str,
+        material: KeyMaterial,
+        key_ops: Option<Vec<String>>,
+        tags: BTreeMap<String, String>,
+        attrs: Attrs,
+        managed: bool,
+        version: Option<String>,
+    ) -> &Key {
+        let versions = self.keys.entry(name.to_ascii_lowercase()).or_default();
+        let stored_name = versions
+            .first()
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| name.to_string());
+        let key_ops = key_ops.unwrap_or_else(|| material.default_key_ops());
+        versions.push(Key {
+            name: stored_name,
+            version: version.unwrap_or_else(new_version),
+            material,
+            key_ops,
+            tags,
+            attrs,
+            managed,
+        });
+        &versions[versions.len() - 1]
+    }
+
+    /// Stores a certificate version with its backing key and secret under one version id.
+    pub(crate) fn add_certificate(
+        &mut self,
+        name: &str,
+        bundle: Bundle,
+        content_type: &str,
+        tags: BTreeMap<String, String>,
+        enabled: bool,
+        policy: Value,
+    ) -> Result<&Cert, KvError> {
+        if content_type != CT_PKCS12 && content_type != CT_PEM {
+            return Err(KvError::bad_parameter(format!(
+                "Invalid content type '{content_type}'. Use application/x-pkcs12 or application/x-pem-file."
+            )));
+        }
+        let leaf = bundle
+            .chain
+            .first()
+            .ok_or_else(|| KvError::bad_parameter("The certificate chain is empty."))?;
+        let info = certs::leaf_info(leaf).map_err(|e| KvError::bad_parameter(e.to_string()))?;
+        let version = new_version();
+        let stored_name = self
+            .certificates
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| name.to_string());
+        let value = certs::secret_value(&bundle, content_type, &uuid::Uuid::new_v4().to_string())
+            .map_err(|e| KvError::bad_parameter(e.to_string()))?;
+        let t = now();
+        let attrs = Attrs {
+            enabled,
+            nbf: Some(info.not_before),
+            exp: Some(info.not_after),
+            created: t,
+            updated: t,
+        };
+
+        let secrets = self.secrets.entry(name.to_ascii_lowercase()).or_default();
+        secrets.push(Secret {
+            name: stored_name.clone(),
+            version: version.clone(),
+            value: SecretValue(value),
+            content_type: Some(content_type.to_string()),
+            tags: BTreeMap::new(),
+            attrs: attrs.clone(),
+            managed: true,
+        });
+        let material = bundle.key.clone();
+        let mut policy = policy;
+        fill_policy(&mut policy, &material, content_type, &info.subject);
+        self.add_key(
+            &stored_name,
+            material,
+            None,
+            BTreeMap::new(),
+            attrs.clone(),
+            true,
+            Some(version.clone()),
+        );
+        let certs_list = self
+            .certificates
+            .entry(name.to_ascii_lowercase())
+            .or_default();
+        certs_list.push(Cert {
+            name: stored_name,
+            version,
+            chain: bundle.chain.iter().map(|c| STANDARD.encode(c)).collect(),
+            content_type: content_type.to_string(),
+            tags,
+            attrs,
+            policy,
+        });
+        Ok(&certs_list[certs_list.len() - 1])
+    }
+
+    pub(crate) fn delete(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
+        let lname = name.to_ascii_lowercase();
+        let found = match kind {
+            ObjectKind::Secret => self.secrets.remove(&lname).is_some(),
+            ObjectKind::Key => self.keys.remove(&lname).is_some(),
+            ObjectKind::Certificate => {
+                let found = self.certificates.remove(&lname).is_some();
+                if found {
+                    self.secrets.remove(&lname);
+                    self.keys.remove(&lname);
+                }
+                found
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(KvError::not_found(kind, name, None))
+        }
+    }
+}
+
+fn fill_policy(policy: &mut Value, key: &KeyMaterial, content_type: &str, subject: &str) {
+    if !policy.is_object() {
+        *policy = json!({});
+    }
+    let kp = &mut policy["key_props"];
+    if !kp.is_object() {
+        *kp = json!({});
+    }
+    kp["exportable"] = json!(true);
+    kp["kty"] = json!(key.kty);
+    if let Some(size) = key.key_size {
+        kp["key_size"] = json!(size);
+    }
+    if let Some(crv) = &key.crv {
+        kp["crv"] = json!(crv);
+    }
+    if kp.get("reuse_key").is_none() {
+        kp["reuse_key"] = json!(false);
+    }
+    policy["secret_props"] = json!({ "contentType": content_type });
+    let x = &mut policy["x509_props"];
+    if !x.is_object() {
+        *x = json!({});
+    }
+    if x.get("subject").is_none() {
+        x["subject"] = json!(subject);
+    }
+    if policy.get("issuer").is_none() {
+        policy["issuer"] = json!({ "name": "Self" });
+    }
+    let t = now();
+    policy["attributes"] = json!({ "enabled": true, "created": t, "updated": t });
+}
+
+// === rendering (Key Vault wire shapes) ===
+
+pub(crate) fn render_secret(base: &str, s: &Secret, with_value: bool) -> Value {
+    let mut v = json!({
+        "id": format!("{base}/secrets/{}/{}", s.name, s.version),
+        "attributes": s.attrs.render(),
+    });
+    if with_value {
+        v["value"] = json!(s.value.0.as_str());
+    }
+    if let Some(ct) = &s.content_type {
+        v["contentType"] = json!(ct);
+    }
+    if let Some(t) = tags_json(&s.tags) {
+        v["tags"] = t;
+    }
+    if s.managed {
+        v["managed"] = json!(true);
+        v["kid"] = json!(format!("{base}/keys/{}/{}", s.name, s.version));
+    }
+    v
+}
+
+/// A list item: the id has no version (for "list") or has it (for "list versions").
+pub(crate) fn render_secret_item(base: &str, s: &Secret, versioned: bool) -> Value {
+    let mut v = render_secret(base, s, false);
+    if !versioned {
+        v["id"] = json!(format!("{base}/secrets/{}", s.name));
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("kid");
+    }
+    v
+}
+
+pub(crate) fn render_key(base: &str, k: &Key) -> Result<Value, KvError> {
+    let mut jwk = k
+        .material
+        .public_jwk_fields()
+        .map_err(|e| KvError::new(500, "InternalServerError", e.to_string()))?;
+    jwk.insert(
+        "kid".into(),
+        json!(format!("{base}/keys/{}/{}", k.name, k.version)),
+    );
+    jwk.insert("key_ops".into(), json!(k.key_ops));
+    let mut attrs = k.attrs.render();
+    attrs["exportable"] = json!(k.managed);
+    let mut v = json!({ "key": Value::Object(jwk), "attributes": attrs });
+    if let Some(t) = tags_json(&k.tags) {
+        v["tags"] = t;
+    }
+    if k.managed {
+        v["managed"] = json!(true);
+    }
+    Ok(v)
+}
+
+pub(crate) fn render_key_item(base: &str, k: &Key, versioned: bool) -> Value {
+    let kid = if versioned {
+        format!("{base}/keys/{}/{}", k.name, k.version)
+    } else {
+        format!("{base}/keys/{}", k.name)
+    };
+    let mut attrs = k.attrs.render();
+    attrs["exportable"] = json!(k.managed);
+    let mut v = json!({ "kid": kid, "attributes": attrs });
+    if let Some(t) = tags_json(&k.tags) {
+        v["tags"] = t;
+    }
+    if k.managed {
+        v["managed"] = json!(true);
+    }
+    v
+}
+
+fn cert_leaf(c: &Cert) -> Vec<u8> {
+    c.chain
+        .first()
+        .and_then(|b| STANDARD.decode(b).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn render_cert(base: &str, c: &Cert) -> Value {
+    let leaf = cert_leaf(c);
+    let x5t = certs::leaf_info(&leaf).map(|i| i.x5t).unwrap_or_default();
+    let mut policy = c.policy.clone();
+    policy["id"] = json!(format!("{base}/certificates/{}/policy", c.name));
+    let mut v = json!({
+        "id": format!("{base}/certificates/{}/{}", c.name, c.version),
+        "kid": format!("{base}/keys/{}/{}", c.name, c.version),
+        "sid": format!("{base}/secrets/{}/{}", c.name, c.version),
+        "x5t": x5t,
+        "cer": STANDARD.encode(&leaf),
+        "attributes": c.attrs.render(),
+        "policy": policy,
+    });
+    if let Some(t) = tags_json(&c.tags) {
+        v["tags"] = t;
+    }
+    v
+}
+
+pub(crate) fn render_cert_item(base: &str, c: &Cert, versioned: bool) -> Value {
+    let leaf = cert_leaf(c);
+    let x5t = certs::leaf_info(&leaf).map(|i| i.x5t).unwrap_or_default();
+    let id = if versioned {
+        format!("{base}/certificates/{}/{}", c.name, c.version)
+    } else {
+        format!("{base}/certificates/{}", c.name)
+    };
+    let mut v = json!({ "id": id, "x5t": x5t, "attributes": c.attrs.render() });
+    if let Some(t) = tags_json(&c.tags) {
+        v["tags"] = t;
+    }
+    v
+}

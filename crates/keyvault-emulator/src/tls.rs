@@ -1,0 +1,101 @@
+//! The emulator's CA and serving certificate.
+
+use crate::Error;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::sync::Arc;
+
+/// A CA plus a server certificate signed by it.
+pub(crate) struct ServerTls {
+    pub(crate) ca_pem: String,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+}
+
+/// Where the CA comes from.
+#[derive(Clone, Debug, Default)]
+pub enum CaSource {
+    /// A fresh CA each start (default).
+    #[default]
+    Generate,
+    /// A CA certificate and its private key in PEM (kept across restarts so clients keep trusting it).
+    Pem { cert_pem: String, key_pem: String },
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::Tls(e.to_string())
+}
+
+pub(crate) fn build(
+    ca: &CaSource,
+    dns_suffix: &str,
+    extra_names: &[String],
+) -> Result<ServerTls, Error> {
+    let (ca_pem, issuer) = match ca {
+        CaSource::Generate => {
+            let key = KeyPair::generate().map_err(tls_err)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "keyvault-emulator local CA");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let cert = params.self_signed(&key).map_err(tls_err)?;
+            (cert.pem(), Issuer::new(params, key))
+        }
+        CaSource::Pem { cert_pem, key_pem } => {
+            let key = KeyPair::from_pem(key_pem).map_err(|e| Error::Tls(format!("CA key: {e}")))?;
+            let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+                .map_err(|e| Error::Tls(format!("CA certificate: {e}")))?;
+            (cert_pem.clone(), issuer)
+        }
+    };
+
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        dns_suffix.to_string(),
+        format!("*.{dns_suffix}"),
+    ];
+    names.extend(extra_names.iter().cloned());
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    for n in &names {
+        let san = match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                n.clone()
+                    .try_into()
+                    .map_err(|e| Error::Tls(format!("name '{n}': {e}")))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::V6(
+            std::net::Ipv6Addr::LOCALHOST,
+        )));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("*.{dns_suffix}"));
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf_key = KeyPair::generate().map_err(tls_err)?;
+    let leaf = params.signed_by(&leaf_key, &issuer).map_err(tls_err)?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = vec![leaf.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(tls_err)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ServerTls {
+        ca_pem,
+        config: Arc::new(config),
+    })
+}

@@ -1,0 +1,353 @@
+//! The official Azure SDK for Python (test-peers virtualenv) against the emulator.
+//!
+//! Vault hosts reach the emulator through a private /etc/hosts (mount namespace); the CA goes in
+//! through REQUESTS_CA_BUNDLE, exactly as a user would configure it.
+
+use keyvault_emulator::{CounterFilter, Emulator, EmulatorConfig, Fault};
+use std::path::PathBuf;
+use test_support::PythonSdk;
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const SP: &str = "11111111-1111-1111-1111-111111111111";
+const SP_SECRET: &str = "sp-secret-for-tests";
+const OUTSIDER: &str = "33333333-3333-3333-3333-333333333333";
+const MI: &str = "22222222-2222-2222-2222-222222222222";
+const VAULT: &str = "sdkvault";
+
+fn seed() -> String {
+    format!(
+        r#"
+tenant: {TENANT}
+vaults:
+  - name: {VAULT}
+    access: [{SP}, {MI}]
+    secrets:
+      - {{ name: seeded, value: from-seed }}
+identities:
+  service_principals:
+    - {{ client_id: {SP}, client_secret: {SP_SECRET} }}
+    - {{ client_id: {OUTSIDER}, client_secret: outsider-secret }}
+  managed_identities:
+    - {{ client_id: {MI}, default: true }}
+"#
+    )
+}
+
+struct Harness {
+    emu: Emulator,
+    sdk: PythonSdk,
+    _dir: tempfile::TempDir,
+    ca_path: PathBuf,
+}
+
+impl Harness {
+    async fn start(seed_yaml: &str) -> Option<Harness> {
+        let sdk = PythonSdk::require()?;
+        let emu = Emulator::start(
+            EmulatorConfig::default()
+                .seed_yaml(seed_yaml)
+                .expect("seed"),
+        )
+        .await
+        .expect("emulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, emu.ca_pem()).expect("write CA");
+        let host = emu.vault_host(VAULT);
+        let sdk = sdk.hosts(&[(host.as_str(), "127.0.0.1")]);
+        Some(Harness {
+            emu,
+            sdk,
+            _dir: dir,
+            ca_path,
+        })
+    }
+
+    /// Runs a scenario of kv_sdk.py with the standard environment plus `extra`.
+    async fn run(
+        &self,
+        scenario: &str,
+        client_id: &str,
+        secret: &str,
+        extra: &[(&str, &str)],
+    ) -> std::process::Output {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/kv_sdk.py");
+        let mut envs: Vec<(String, String)> = vec![
+            ("VAULT_URL".into(), self.emu.vault_url(VAULT)),
+            ("AUTHORITY".into(), self.emu.authority_url()),
+            ("TENANT_ID".into(), TENANT.into()),
+            ("CLIENT_ID".into(), client_id.into()),
+            ("CLIENT_SECRET".into(), secret.into()),
+            (
+                "REQUESTS_CA_BUNDLE".into(),
+                self.ca_path.display().to_string(),
+            ),
+            ("SSL_CERT_FILE".into(), self.ca_path.display().to_string()),
+        ];
+        envs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let sdk = self.sdk.clone();
+        let scenario = scenario.to_string();
+        tokio::task::spawn_blocking(move || {
+            let envs: Vec<(&str, &str)> =
+                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            sdk.run(&script, &[&scenario], &envs)
+        })
+        .await
+        .expect("python runner")
+    }
+}
+
+fn assert_ok(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_secrets_round_trip() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let out = h.run("secrets", SP, SP_SECRET, &[]).await;
+    assert_ok(&out, "secrets scenario");
+    let admin = h.emu.admin();
+    // Each client's first call is a challenge (401) and then the real call.
+    assert!(
+        admin
+            .request_count(CounterFilter::operation("SetSecret").status(200))
+            .await
+            .expect("counters")
+            == 2
+    );
+    assert!(
+        admin
+            .request_count(CounterFilter::operation("Token").status(200))
+            .await
+            .expect("counters")
+            >= 1
+    );
+    assert!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(403))
+            .await
+            .expect("counters")
+            == 1
+    );
+    assert!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(404))
+            .await
+            .expect("counters")
+            == 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_certificates_pfx_and_pem_with_chain() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let pfx_out = h._dir.path().join("backing.pfx");
+    let pfx_env = pfx_out.display().to_string();
+    let out = h
+        .run("certs", SP, SP_SECRET, &[("PFX_OUT", &pfx_env)])
+        .await;
+    assert_ok(&out, "certs scenario");
+    // The backing PFX uses Key Vault's legacy encoding: 3DES bags, SHA-1 MAC, 2000 iterations.
+    match std::process::Command::new("openssl")
+        .args(["pkcs12", "-info", "-noout", "-passin", "pass:", "-in"])
+        .arg(&pfx_out)
+        .output()
+    {
+        Ok(o) => {
+            let info = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(info.contains("MAC: sha1, Iteration 2000"), "MAC: {info}");
+            assert!(
+                info.contains(
+                    "PKCS7 Encrypted data: pbeWithSHA1And3-KeyTripleDES-CBC, Iteration 2000"
+                ),
+                "certs: {info}"
+            );
+            assert!(
+                info.contains("Shrouded Keybag: pbeWithSHA1And3-KeyTripleDES-CBC, Iteration 2000"),
+                "key: {info}"
+            );
+        }
+        Err(e) => eprintln!(
+            "openssl not available ({e}); PFX algorithms checked by the Rust decoder only"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_keys_rsa_and_ec() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let out = h.run("keys", SP, SP_SECRET, &[]).await;
+    assert_ok(&out, "keys scenario");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_retries_429_with_retry_after_and_succeeds() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let admin = h.emu.admin();
+    admin
+        .inject_fault(
+            "GetSecret",
+            Fault::Throttle {
+                count: 2,
+                retry_after: 1,
+            },
+        )
+        .await
+        .expect("inject");
+    let started = std::time::Instant::now();
+    let out = h.run("get-secret", SP, SP_SECRET, &[]).await;
+    assert_ok(&out, "throttled get");
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(429))
+            .await
+            .expect("counters"),
+        2
+    );
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the SDK waited Retry-After twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_server_errors_and_dropped_connections_are_retried() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let admin = h.emu.admin();
+    admin
+        .inject_fault(
+            "GetSecret",
+            Fault::ServerError {
+                count: 1,
+                status: 503,
+            },
+        )
+        .await
+        .expect("inject");
+    admin
+        .inject_fault("GetSecret", Fault::Drop { count: 1 })
+        .await
+        .expect("inject");
+    let out = h.run("get-secret", SP, SP_SECRET, &[]).await;
+    assert_ok(&out, "get after 503 and a dropped connection");
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(503))
+            .await
+            .expect("counters"),
+        1
+    );
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(0))
+            .await
+            .expect("counters"),
+        1
+    );
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_wrong_client_secret_is_client_authentication_error() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let out = h.run("wrong-secret", SP, SP_SECRET, &[]).await;
+    assert_ok(&out, "wrong secret");
+    assert_eq!(
+        h.emu
+            .admin()
+            .request_count(CounterFilter::operation("Token").status(401))
+            .await
+            .expect("counters"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_identity_without_access_gets_403() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let out = h.run("no-access", OUTSIDER, "outsider-secret", &[]).await;
+    assert_ok(&out, "no access");
+    assert_eq!(
+        h.emu
+            .admin()
+            .request_count(CounterFilter::operation("GetSecret").status(403))
+            .await
+            .expect("counters"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_managed_identity_via_imds() {
+    let Some(h) = Harness::start(&seed()).await else {
+        return;
+    };
+    let imds = h.emu.imds_url();
+    let out = h
+        .run(
+            "managed-identity",
+            "",
+            "",
+            &[
+                ("AZURE_POD_IDENTITY_AUTHORITY_HOST", &imds),
+                ("MI_CLIENT_ID", MI),
+            ],
+        )
+        .await;
+    assert_ok(&out, "managed identity (user-assigned)");
+    let out = h
+        .run(
+            "managed-identity",
+            "",
+            "",
+            &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &imds)],
+        )
+        .await;
+    assert_ok(&out, "managed identity (default)");
+    assert_eq!(
+        h.emu
+            .admin()
+            .request_count(CounterFilter::operation("Imds").status(200))
+            .await
+            .expect("counters"),
+        2
+    );
+}
