@@ -23,7 +23,11 @@ type Node = csi::node_client::NodeClient<tonic::transport::Channel>;
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -35,10 +39,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn publish_one(node: &mut Node, root: &Path, i: usize) -> anyhow::Result<(PathBuf, Duration)> {
+async fn publish_one(
+    node: &mut Node,
+    root: &Path,
+    i: usize,
+) -> anyhow::Result<(PathBuf, Duration)> {
     let uid = format!("uid-{i}");
     let target = kubelet_target(root, &uid, "secrets");
-    let req = publish_request(&format!("csi-{i}"), &target, kubelet_context("kv", &format!("pod-{i}"), "default", &uid, "default", None));
+    let req = publish_request(
+        &format!("csi-{i}"),
+        &target,
+        kubelet_context("kv", &format!("pod-{i}"), "default", &uid, "default", None),
+    );
     let mut r = tonic::Request::new(req);
     r.set_timeout(Duration::from_secs(30));
     let start = Instant::now();
@@ -48,14 +60,23 @@ async fn publish_one(node: &mut Node, root: &Path, i: usize) -> anyhow::Result<(
 
 async fn unpublish_all(node: &mut Node, targets: &[PathBuf]) -> anyhow::Result<()> {
     for (i, t) in targets.iter().enumerate() {
-        node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: format!("csi-{i}"), target_path: t.display().to_string() })
-            .await?;
+        node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: format!("csi-{i}"),
+            target_path: t.display().to_string(),
+        })
+        .await?;
     }
     Ok(())
 }
 
 /// `n` publishes from `concurrency` callers; returns sorted latencies and the targets.
-async fn run(node: &Node, root: &Path, start: usize, n: usize, concurrency: usize) -> anyhow::Result<(Vec<Duration>, Vec<PathBuf>)> {
+async fn run(
+    node: &Node,
+    root: &Path,
+    start: usize,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<PathBuf>)> {
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let mut node = node.clone();
@@ -89,8 +110,14 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&providers)?;
     let fake = FakeProvider::start(&providers, "fake").await?;
     fake.state.set(Behaviour::Files(
-        vec![("username".into(), 0o644, b"admin".to_vec()), ("password".into(), 0o600, vec![b'p'; 64])],
-        vec![("secret/username".into(), "v1".into()), ("secret/password".into(), "v1".into())],
+        vec![
+            ("username".into(), 0o644, b"admin".to_vec()),
+            ("password".into(), 0o600, vec![b'p'; 64]),
+        ],
+        vec![
+            ("secret/username".into(), "v1".into()),
+            ("secret/password".into(), "v1".into()),
+        ],
     ));
     let classes = dir.path().join("classes.yaml");
     std::fs::write(
@@ -109,11 +136,19 @@ async fn main() -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         cmd.arg("--no-tmpfs");
     }
-    let driver = ChildGuard::spawn("secrets-store-csi-driver", cmd, &dir.path().join("driver.log"))?;
+    let driver = ChildGuard::spawn(
+        "secrets-store-csi-driver",
+        cmd,
+        &dir.path().join("driver.log"),
+    )?;
     let pid = driver.id().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sock.exists() {
-        anyhow::ensure!(Instant::now() < deadline, "driver did not start:\n{}", driver.log_tail(4000));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "driver did not start:\n{}",
+            driver.log_tail(4000)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -138,7 +173,11 @@ async fn main() -> anyhow::Result<()> {
     unpublish_all(&mut node.clone(), &t1000).await?;
     let unpublish_1000 = started.elapsed();
 
-    let tmpfs = if rustix::process::geteuid().is_root() { "tmpfs" } else { "plain dir (not root)" };
+    let tmpfs = if rustix::process::geteuid().is_root() {
+        "tmpfs"
+    } else {
+        "plain dir (not root)"
+    };
     let mut out = String::new();
     out.push_str(&format!("\nNodePublishVolume end to end (driver binary over unix socket, fake in-process provider, {tmpfs})\n"));
     out.push_str("| callers | publishes | p50 | p99 | max |\n|---|---|---|---|---|\n");
@@ -156,7 +195,10 @@ async fn main() -> anyhow::Result<()> {
         idle as f64 / 1024.0,
         loaded as f64 / 1024.0
     ));
-    out.push_str(&format!("Unpublish of 1,000 volumes: {:.2} s; provider Mount calls in total: {provider_calls}\n", unpublish_1000.as_secs_f64()));
+    out.push_str(&format!(
+        "Unpublish of 1,000 volumes: {:.2} s; provider Mount calls in total: {provider_calls}\n",
+        unpublish_1000.as_secs_f64()
+    ));
     eprint!("{out}");
     drop(driver);
     Ok(())
