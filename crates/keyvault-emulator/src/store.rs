@@ -567,6 +567,17 @@ pub(crate) fn render_secret_item(base: &str, s: &Secret, versioned: bool) -> Val
     v
 }
 
+/// Key attributes as Key Vault returns them (RSA carries `key_size`; `hsmPlatform` "0" for software keys).
+fn key_attrs(k: &Key) -> Value {
+    let mut attrs = k.attrs.render();
+    if let Some(size) = k.material.key_size {
+        attrs["key_size"] = json!(size);
+    }
+    attrs["exportable"] = json!(k.managed);
+    attrs["hsmPlatform"] = json!("0");
+    attrs
+}
+
 pub(crate) fn render_key(base: &str, k: &Key) -> Result<Value, KvError> {
     let mut jwk = k
         .material
@@ -577,8 +588,7 @@ pub(crate) fn render_key(base: &str, k: &Key) -> Result<Value, KvError> {
         json!(format!("{base}/keys/{}/{}", k.name, k.version)),
     );
     jwk.insert("key_ops".into(), json!(k.key_ops));
-    let mut attrs = k.attrs.render();
-    attrs["exportable"] = json!(k.managed);
+    let attrs = key_attrs(k);
     let mut v = json!({ "key": Value::Object(jwk), "attributes": attrs });
     if let Some(t) = tags_json(&k.tags) {
         v["tags"] = t;
@@ -595,8 +605,7 @@ pub(crate) fn render_key_item(base: &str, k: &Key, versioned: bool) -> Value {
     } else {
         format!("{base}/keys/{}", k.name)
     };
-    let mut attrs = k.attrs.render();
-    attrs["exportable"] = json!(k.managed);
+    let attrs = key_attrs(k);
     let mut v = json!({ "kid": kid, "attributes": attrs });
     if let Some(t) = tags_json(&k.tags) {
         v["tags"] = t;

@@ -1,0 +1,162 @@
+//! Workload identity: a service-account token minted by the local kube-apiserver is the client
+//! assertion; the emulator fetches the apiserver's JWKS (`<issuer>/openid/v1/jwks`, anonymous,
+//! over HTTPS with the control plane's CA) and matches the federated credential. Driven by the
+//! official Python SDK's `ClientAssertionCredential`.
+
+use keyvault_emulator::{CounterFilter, Emulator, EmulatorConfig};
+use std::path::PathBuf;
+use test_support::{ControlPlane, PythonSdk};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const APP: &str = "44444444-4444-4444-4444-444444444444";
+const VAULT: &str = "wivault";
+const AUDIENCE: &str = "api://AzureADTokenExchange";
+
+fn q(s: &str) -> String {
+    // JSON strings are valid YAML double-quoted scalars.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_assertion_with_kube_apiserver_token() {
+    let Some(sdk) = PythonSdk::require() else {
+        return;
+    };
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    let cp = cp.expect("control plane starts");
+    cp.create_service_account("apps", "workload")
+        .await
+        .expect("service account");
+    cp.create_service_account("apps", "intruder")
+        .await
+        .expect("service account");
+
+    let seed = format!(
+        r#"
+tenant: {TENANT}
+vaults:
+  - name: {VAULT}
+    access: [{APP}]
+    secrets: [{{ name: seeded, value: from-seed }}]
+identities:
+  service_principals:
+    - client_id: {APP}
+      federated_credentials:
+        - {{ issuer: {issuer}, subject: "system:serviceaccount:apps:workload" }}
+issuers:
+  - issuer: {issuer}
+    jwks_uri: {jwks}
+    ca_pem: {ca}
+"#,
+        issuer = q(cp.issuer()),
+        jwks = q(&format!("{}/openid/v1/jwks", cp.issuer())),
+        ca = q(cp.ca_pem()),
+    );
+    let emu = Emulator::start(EmulatorConfig::default().seed_yaml(&seed).expect("seed"))
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, emu.ca_pem()).expect("CA");
+    let host = emu.vault_host(VAULT);
+    let sdk = sdk.hosts(&[(host.as_str(), "127.0.0.1")]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/kv_sdk.py");
+
+    let run = |scenario: &'static str, assertion: String, expect: &'static str| {
+        let sdk = sdk.clone();
+        let script = script.clone();
+        let envs: Vec<(String, String)> = vec![
+            ("VAULT_URL".into(), emu.vault_url(VAULT)),
+            ("AUTHORITY".into(), emu.authority_url()),
+            ("TENANT_ID".into(), TENANT.into()),
+            ("CLIENT_ID".into(), APP.into()),
+            ("REQUESTS_CA_BUNDLE".into(), ca_path.display().to_string()),
+            ("ASSERTION".into(), assertion),
+            ("EXPECT_CODE".into(), expect.into()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let envs: Vec<(&str, &str)> =
+                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            sdk.run(&script, &[scenario], &envs)
+        })
+    };
+    let check = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // The right service account, audience api://AzureADTokenExchange: accepted.
+    let good = cp
+        .token_request("apps", "workload", AUDIENCE, 3600)
+        .await
+        .expect("token");
+    check(
+        run("assertion", good, "").await.expect("runner"),
+        "workload identity",
+    );
+
+    // Another service account of the same cluster: wrong subject.
+    let other = cp
+        .token_request("apps", "intruder", AUDIENCE, 3600)
+        .await
+        .expect("token");
+    check(
+        run("assertion-rejected", other, "AADSTS700213")
+            .await
+            .expect("runner"),
+        "wrong subject",
+    );
+
+    // The right subject for another audience: no federated credential matches.
+    let wrong_aud = cp
+        .token_request("apps", "workload", "api://something-else", 3600)
+        .await
+        .expect("token");
+    check(
+        run("assertion-rejected", wrong_aud, "AADSTS700212")
+            .await
+            .expect("runner"),
+        "wrong audience",
+    );
+
+    // The good token's header and claims with another token's (well-formed) signature.
+    let good = cp
+        .token_request("apps", "workload", AUDIENCE, 3600)
+        .await
+        .expect("token");
+    let donor = cp
+        .token_request("apps", "intruder", AUDIENCE, 3600)
+        .await
+        .expect("token");
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[2] = donor.split('.').nth(2).expect("signature").to_string();
+    check(
+        run("assertion-rejected", parts.join("."), "AADSTS700027")
+            .await
+            .expect("runner"),
+        "bad signature",
+    );
+
+    let admin = emu.admin();
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("Token").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+}
