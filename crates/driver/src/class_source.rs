@@ -41,9 +41,26 @@ impl ClassSource for KubeClassSource {
         namespace: &str,
         name: &str,
     ) -> Result<v1::SecretProviderClass, PublishError> {
-        let api: Api<v1::SecretProviderClass> = Api::namespaced(self.client.clone(), namespace);
+        // Read untyped first: upstream accepts a class without `spec` (every field is
+        // optional) and then reports "provider not set", while the typed decode would fail.
+        let resource = kube::api::ApiResource::erase::<v1::SecretProviderClass>(&());
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
         match api.get(name).await {
-            Ok(spc) => Ok(spc),
+            Ok(mut obj) => {
+                if obj.data.get("spec").is_none_or(serde_json::Value::is_null) {
+                    obj.data["spec"] = serde_json::json!({});
+                }
+                let value = serde_json::to_value(&obj)
+                    .map_err(|e| PublishError::Internal(e.to_string()))?;
+                v1::SecretProviderClass::deserialize(value).map_err(|e| {
+                    PublishError::ClassInvalid {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                        reason: format!("not a valid SecretProviderClass: {e}"),
+                    }
+                })
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Err(PublishError::ClassNotFound {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -107,6 +124,10 @@ impl FileClassSource {
             let kind = doc.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
             if kind != "SecretProviderClass" {
                 continue;
+            }
+            let mut doc = doc;
+            if doc.get("spec").is_none_or(serde_json::Value::is_null) {
+                doc["spec"] = serde_json::json!({});
             }
             let spc = match api_version.as_str() {
                 "secrets-store.csi.x-k8s.io/v1" => v1::SecretProviderClass::deserialize(doc),
@@ -181,11 +202,16 @@ apiVersion: secrets-store.csi.x-k8s.io/v1alpha1
 kind: SecretProviderClass
 metadata: {name: b}
 spec: {provider: fake, parameters: {k: w}}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: nospec}
 "#,
         )?;
         let src = FileClassSource::new(&path);
         assert_eq!(src.get("prod", "a").await?.spec.provider, "azure");
         assert_eq!(src.get("any", "b").await?.spec.parameters["k"], "w");
+        assert!(src.get("any", "nospec").await?.spec.provider.is_empty());
         let err = src
             .get("dev", "a")
             .await

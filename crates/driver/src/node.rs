@@ -1,6 +1,7 @@
 //! The CSI Identity and Node services: the NodePublishVolume pipeline and its cleanup.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -496,8 +497,6 @@ fn ensure_mount_point(mounter: &dyn Mounter, target: &Path) -> Result<bool, Publ
         .map_err(err)?;
     Ok(false)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 fn cleanup_target(mounter: &dyn Mounter, target: &Path) -> Result<(), PublishError> {
     let err = |e: std::io::Error| PublishError::Cleanup {

@@ -576,6 +576,30 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         "{events:?}"
     );
 
+    // A class without spec (valid for the CRD): the provider is reported missing.
+    let raw = serde_json::json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+                                 "metadata": {"name": "empty", "namespace": ns}});
+    let resource = kube::api::ApiResource::erase::<SecretProviderClass>(&());
+    Api::<kube::api::DynamicObject>::namespaced_with(h.cp.client(), ns, &resource)
+        .create(&PostParams::default(), &serde_json::from_value(raw)?)
+        .await?;
+    let err = publish(
+        &mut h,
+        publish_request(
+            "e",
+            &target2,
+            kubelet_context("empty", "old-1", ns, &uid, "web-sa", None),
+        ),
+    )
+    .await
+    .err();
+    assert_eq!(
+        err.as_ref().map(tonic::Status::code),
+        Some(tonic::Code::InvalidArgument),
+        "{err:?}"
+    );
+    assert!(err.is_some_and(|e| e.message().contains("spec.provider is not set")));
+
     // The same publish under an identity without `get` on secretproviderclasses.
     let mut weak_h = harness(h.cp, "weak-driver", None).await?;
     let target3 = kubelet_target(weak_h.dir.path(), &uid, "secrets");
