@@ -15,6 +15,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole system on this machine: keyvault-emulator, the Azure provider and the driver,
+    /// then mount, rotate and unmount a volume the way kubelet does. No cluster, no Azure account.
+    ///
+    /// As root the volume is a tmpfs mount; as a normal user a plain directory. Secret values are
+    /// masked unless --show-values is given.
+    Demo {
+        /// Print secret values and key material instead of masking them.
+        #[arg(long)]
+        show_values: bool,
+        /// Keep the working folder (sockets, CA, mounted files) after the demo.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Lint SecretProviderClass YAML files offline, with the parser the Azure provider uses.
     ///
     /// Every finding names the file, the document, the class, the field and the fix. Documents
@@ -39,7 +52,31 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { show_values, keep } => {
+            demo(secrets_store_cli::demo::DemoOptions { show_values, keep })
+        }
         Command::Validate { files, output } => validate(&files, output),
+    }
+}
+
+fn demo(options: secrets_store_cli::demo::DemoOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(secrets_store_cli::demo::run(&options, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
