@@ -357,7 +357,7 @@ impl Directory {
 
 // === token signing ===
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct AccessClaims {
     pub(crate) aud: String,
     pub(crate) iss: String,
@@ -379,7 +379,12 @@ pub(crate) struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwks: Value,
+    /// Tokens already verified (signature and audience), so the data plane does one RSA
+    /// verification per token rather than per request. Bounded; expiry is re-checked on use.
+    verified: Mutex<HashMap<String, AccessClaims>>,
 }
+
+const VERIFIED_CACHE_MAX: usize = 4096;
 
 impl Signer {
     pub(crate) fn generate() -> Result<Signer, String> {
@@ -397,6 +402,7 @@ impl Signer {
             kid,
             encoding: EncodingKey::from_rsa_der(der.as_bytes()),
             decoding,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 

@@ -195,7 +195,12 @@ impl Emulator {
         let nmi_addr = local(&nmi, config.nmi_listen)?;
         let admin_addr = local(&admin, config.admin_listen)?;
 
-        let tls = tls::build(&config.ca, &config.dns_suffix, &config.extra_tls_names)?;
+        // The listen address is the authority host: the serving certificate must name it.
+        let mut tls_names = config.extra_tls_names.clone();
+        if !https_addr.ip().is_unspecified() {
+            tls_names.push(https_addr.ip().to_string());
+        }
+        let tls = tls::build(&config.ca, &config.dns_suffix, &tls_names)?;
 
         // Store: the state file wins; the seed adds what the state file lacks.
         let mut store = match &config.state_file {

@@ -58,7 +58,11 @@ pub(crate) fn build(
         dns_suffix.to_string(),
         format!("*.{dns_suffix}"),
     ];
-    names.extend(extra_names.iter().cloned());
+    for n in extra_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     for n in &names {
         let san = match n.parse::<std::net::IpAddr>() {

@@ -351,3 +351,68 @@ async fn python_sdk_managed_identity_via_imds() {
         2
     );
 }
+
+/// The emulator on 127.0.0.2:443, posing as login.microsoftonline.com in the private hosts file:
+/// MSAL's default instance discovery is answered locally, and the challenge resource has no port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_default_instance_discovery_with_emulator_on_443() {
+    let Some(sdk) = PythonSdk::require() else {
+        return;
+    };
+    let addr: std::net::SocketAddr = "127.0.0.2:443".parse().expect("addr");
+    let config = EmulatorConfig::default()
+        .seed_yaml(&seed())
+        .expect("seed")
+        .listen(addr);
+    let mut config = config;
+    config
+        .extra_tls_names
+        .push("login.microsoftonline.com".into());
+    let emu = match Emulator::start(config).await {
+        Ok(e) => e,
+        Err(keyvault_emulator::Error::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            eprintln!(
+                "!!! SKIPPED: binding 127.0.0.2:443 needs root (or CAP_NET_BIND_SERVICE); the port-443 mode is untested here"
+            );
+            return;
+        }
+        Err(e) => panic!("emulator on 127.0.0.2:443: {e}"),
+    };
+    assert_eq!(emu.resource(), "https://vault.test");
+    assert_eq!(emu.authority_url(), "https://127.0.0.2/");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, emu.ca_pem()).expect("CA");
+    let host = emu.vault_host(VAULT);
+    let sdk = sdk.hosts(&[
+        (host.as_str(), "127.0.0.2"),
+        ("login.microsoftonline.com", "127.0.0.2"),
+    ]);
+    let h = Harness {
+        emu,
+        sdk,
+        _dir: dir,
+        ca_path,
+    };
+    let out = h
+        .run("get-secret", SP, SP_SECRET, &[("INSTANCE_DISCOVERY", "1")])
+        .await;
+    assert_ok(&out, "default instance discovery");
+    let admin = h.emu.admin();
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("InstanceDiscovery").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+    assert_eq!(
+        admin
+            .request_count(CounterFilter::operation("GetSecret").status(200))
+            .await
+            .expect("counters"),
+        1
+    );
+}

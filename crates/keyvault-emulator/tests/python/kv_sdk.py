@@ -40,9 +40,11 @@ def check(cond, msg):
 def secret_credential(secret=None):
     # Instance discovery of a non-Microsoft authority would call login.microsoftonline.com;
     # the emulator serves tenant discovery, so turn instance discovery off (as a user would).
+    # INSTANCE_DISCOVERY=1 keeps MSAL's default (used with the emulator on port 443 posing as
+    # login.microsoftonline.com in a private hosts file).
     return ClientSecretCredential(
         TENANT, CLIENT_ID, secret if secret is not None else CLIENT_SECRET,
-        authority=AUTHORITY, disable_instance_discovery=True,
+        authority=AUTHORITY, disable_instance_discovery=os.environ.get("INSTANCE_DISCOVERY") != "1",
     )
 
 
