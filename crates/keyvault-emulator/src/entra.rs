@@ -447,11 +447,26 @@ impl Signer {
         token: &str,
         audiences: &[String],
     ) -> Result<AccessClaims, jsonwebtoken::errors::Error> {
+        // `audiences` is fixed per emulator, so a cached verification stays valid until `exp`.
+        if let Ok(cache) = self.verified.lock()
+            && let Some(c) = cache.get(token)
+            && c.exp > crate::store::now()
+        {
+            return Ok(c.clone());
+        }
         let mut v = Validation::new(Algorithm::RS256);
         v.leeway = 0;
         v.set_audience(audiences);
         v.set_required_spec_claims(&["exp", "aud"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).map(|d| d.claims)
+        let claims =
+            jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).map(|d| d.claims)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), claims.clone());
+        }
+        Ok(claims)
     }
 }
 

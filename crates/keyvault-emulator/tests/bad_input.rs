@@ -238,3 +238,27 @@ async fn bad_requests_are_answered_in_key_vault_shape() {
     .await;
     assert_eq!(s, 200, "{b}");
 }
+
+#[tokio::test]
+async fn expired_tokens_are_refused_even_after_a_successful_use() {
+    let config = EmulatorConfig::default()
+        .seed_yaml(&seed("    secrets: [{ name: s, value: v }]"))
+        .expect("seed")
+        .token_lifetime(std::time::Duration::from_secs(1));
+    let emu = Emulator::start(config).await.expect("start");
+    let http = client(&emu, &["wire"]);
+    let t = token(&emu, &http).await;
+    let url = format!("{}secrets/s/?api-version=7.4", emu.vault_url("wire"));
+    let (s, b) = send(http.get(&url).bearer_auth(&t)).await;
+    assert_eq!(s, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, b) = send(http.get(&url).bearer_auth(&t)).await;
+    assert_kv_error(s, &b, 401, "Unauthorized");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("expired"),
+        "{b}"
+    );
+}
