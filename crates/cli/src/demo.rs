@@ -11,17 +11,15 @@
 use std::{
     collections::HashMap,
     io::Write,
-    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use csi_proto::v1 as csi;
-use driver::{
-    Config, DirMounter, FileClassSource, GrpcProviderClient, Mounter, NodeService, TmpfsMounter,
-};
+use driver::{DirMounter, Mounter, TmpfsMounter};
 use keyvault_emulator::{Emulator, EmulatorConfig};
-use provider_azure::{ProviderConfig, Server, ServerConfig};
+use provider_azure::ProviderConfig;
+
+use crate::local::{LocalNode, PodInfo, is_root, kubelet_request, read_tree};
 
 /// The class the demo mounts (also shipped as `examples/demo/secretproviderclass.yaml`).
 pub const CLASS_YAML: &str = include_str!("../../../examples/demo/secretproviderclass.yaml");
@@ -103,21 +101,26 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     });
     std::fs::write(&env_file, env.to_string()).map_err(|e| fail("write cloud env file")(&e))?;
     let providers = dir.join("providers");
-    std::fs::create_dir_all(&providers).map_err(|e| fail("providers folder")(&e))?;
-    let socket = providers.join("azure.sock");
     let mut provider_config = ProviderConfig::default();
     provider_config.http.ssl_cert_file = Some(ca_file.clone());
     provider_config.http.resolve = vec![(emulator.vault_host(VAULT), emulator.https_addr())];
-    let server = Server::bind(ServerConfig::new(
-        format!("unix://{}", socket.display()),
-        provider_config,
-    ))
-    .await
-    .map_err(|e| fail("start the Azure provider")(&e))?;
-    let (stop_provider, stopped) = tokio::sync::oneshot::channel::<()>();
-    let provider_task = tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
+    let class_file = dir.join("secretproviderclass.yaml");
+    let class = CLASS_YAML.replace(
+        "/etc/kubernetes/demo-cloud.json",
+        &env_file.display().to_string(),
+    );
+    std::fs::write(&class_file, class).map_err(|e| fail("write class")(&e))?;
+    let root = is_root();
+    let mounter: Arc<dyn Mounter> = if root {
+        Arc::new(TmpfsMounter)
+    } else {
+        Arc::new(DirMounter::default())
+    };
+    let local = LocalNode::start(&providers, provider_config, &class_file, mounter, true)
+        .await
+        .map_err(|e| fail("start the provider and the driver")(&e))?;
+    let node = local.node().clone();
+    let socket = local.socket().to_path_buf();
     say(
         out,
         format!(
@@ -135,28 +138,6 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     );
 
     // --- 3. the driver ---
-    let class_file = dir.join("secretproviderclass.yaml");
-    let class = CLASS_YAML.replace(
-        "/etc/kubernetes/demo-cloud.json",
-        &env_file.display().to_string(),
-    );
-    std::fs::write(&class_file, class).map_err(|e| fail("write class")(&e))?;
-    let root = is_root();
-    let mounter: Arc<dyn Mounter> = if root {
-        Arc::new(TmpfsMounter)
-    } else {
-        Arc::new(DirMounter::default())
-    };
-    let mut config = Config::new("demo-node", vec![providers.clone()]);
-    config.rotation = Some(Duration::ZERO);
-    let node = NodeService::new(
-        config,
-        Arc::new(FileClassSource::new(&class_file)),
-        mounter,
-        Arc::new(GrpcProviderClient::new(vec![providers.clone()], 4 << 20)),
-        None,
-        Arc::new(driver::metrics::Metrics::new()),
-    );
     say(out, "[3/6] CSI driver              class default/demo from examples/demo/secretproviderclass.yaml (no API server)".into());
     if root {
         say(
@@ -171,7 +152,23 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     let target = dir.join(format!(
         "pods/{POD_UID}/volumes/kubernetes.io~csi/secrets/mount"
     ));
-    let request = kubelet_request(&target);
+    let pod = PodInfo {
+        class: "demo".into(),
+        name: "demo-app".into(),
+        namespace: "default".into(),
+        uid: POD_UID.into(),
+        service_account: "default".into(),
+        tokens: None,
+    };
+    // The pod's volume names a nodePublishSecretRef holding the service principal.
+    let secrets: HashMap<String, String> = [
+        ("clientid", CLIENT_ID),
+        ("clientsecret", "demo-client-secret"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let request = kubelet_request(&target, &pod, secrets);
     let t = Instant::now();
     node.publish(request.clone(), Duration::from_secs(60))
         .await
@@ -235,11 +232,10 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     );
 
     // --- 6. cleanup ---
-    node.unpublish("csi-demo-volume", &target.display().to_string())
+    node.unpublish(&format!("csi-{POD_UID}"), &target.display().to_string())
         .await
         .map_err(|e| fail("NodeUnpublishVolume")(&e))?;
-    let _ = stop_provider.send(());
-    let _ = provider_task.await;
+    local.stop().await;
     drop(emulator);
     say(
         out,
@@ -257,91 +253,6 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
         format!("done in {:.1} s", started.elapsed().as_secs_f64()),
     );
     Ok(())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// NodePublishVolume exactly as kubelet sends it for a CSI inline volume of a pod whose volume
-/// has `nodePublishSecretRef` (the demo's service principal).
-fn kubelet_request(target: &Path) -> csi::NodePublishVolumeRequest {
-    let volume_context: HashMap<String, String> = [
-        ("secretProviderClass", "demo"),
-        ("csi.storage.k8s.io/pod.name", "demo-app"),
-        ("csi.storage.k8s.io/pod.namespace", "default"),
-        ("csi.storage.k8s.io/pod.uid", POD_UID),
-        ("csi.storage.k8s.io/serviceAccount.name", "default"),
-        ("csi.storage.k8s.io/ephemeral", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let secrets: HashMap<String, String> = [
-        ("clientid", CLIENT_ID),
-        ("clientsecret", "demo-client-secret"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    csi::NodePublishVolumeRequest {
-        volume_id: "csi-demo-volume".into(),
-        publish_context: HashMap::new(),
-        staging_target_path: String::new(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(csi::VolumeCapability {
-            access_type: Some(csi::volume_capability::AccessType::Mount(
-                csi::volume_capability::MountVolume {
-                    fs_type: String::new(),
-                    mount_flags: vec![],
-                    volume_mount_group: String::new(),
-                },
-            )),
-            access_mode: Some(csi::volume_capability::AccessMode {
-                mode: csi::volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
-            }),
-        }),
-        readonly: true,
-        secrets,
-        volume_context,
-    }
-}
-
-/// The files a pod sees (following the `..data` symlinks), sorted, with contents and modes.
-fn read_tree(target: &Path) -> std::io::Result<Vec<(String, Vec<u8>, u32)>> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut files = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(target.join(&rel))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("..") {
-                continue; // the writer's internals: ..data and the timestamped folders
-            }
-            let rel_path = rel.join(&name);
-            let full = target.join(&rel_path);
-            let meta = std::fs::metadata(&full)?;
-            if meta.is_dir() {
-                stack.push(rel_path);
-            } else {
-                files.push((
-                    rel_path.display().to_string(),
-                    std::fs::read(&full)?,
-                    meta.permissions().mode(),
-                ));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// A one-line description of a file: PEM block types, or the value (masked by default).

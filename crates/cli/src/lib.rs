@@ -2,4 +2,6 @@
 //! function so tests drive it without a process.
 
 pub mod demo;
+pub mod local;
+pub mod mount;
 pub mod validate;

@@ -28,6 +28,49 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Fetch a SecretProviderClass's objects once into a directory, against a real or emulated
+    /// vault, through the same provider and driver code a node runs. For debugging access before
+    /// deploying.
+    ///
+    /// The identity is the class's: a service principal from --secrets, workload identity from
+    /// --token-file, managed identity through IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST overrides
+    /// its address). Values are not printed unless --show-values is given.
+    Mount {
+        /// SecretProviderClass YAML file.
+        #[arg(long)]
+        class: std::path::PathBuf,
+        /// The class to use when the file holds several.
+        #[arg(long)]
+        name: Option<String>,
+        /// Directory to write the files into (created when missing).
+        #[arg(long)]
+        target: std::path::PathBuf,
+        /// YAML/JSON map (or Secret manifest) standing in for the volume's nodePublishSecretRef,
+        /// e.g. {clientid: ..., clientsecret: ...}.
+        #[arg(long)]
+        secrets: Option<std::path::PathBuf>,
+        /// Service-account token for api://AzureADTokenExchange (workload identity).
+        #[arg(long)]
+        token_file: Option<std::path::PathBuf>,
+        /// Pod name to present to the provider.
+        #[arg(long, default_value = "secrets-store-mount")]
+        pod: String,
+        /// Pod namespace (default: the class's namespace).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The pod's service account.
+        #[arg(long, default_value = "default")]
+        service_account: String,
+        /// CA bundle (PEM) for the vault and Entra ID, used instead of SSL_CERT_FILE.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+        /// HOST=IP:PORT address override, repeatable (vaults without DNS, e.g. emulators).
+        #[arg(long, value_parser = secrets_store_cli::mount::parse_resolve)]
+        resolve: Vec<(String, std::net::SocketAddr)>,
+        /// Print secret values instead of sizes.
+        #[arg(long)]
+        show_values: bool,
+    },
     /// Lint SecretProviderClass YAML files offline, with the parser the Azure provider uses.
     ///
     /// Every finding names the file, the document, the class, the field and the fix. Documents
@@ -56,6 +99,59 @@ fn main() -> ExitCode {
             demo(secrets_store_cli::demo::DemoOptions { show_values, keep })
         }
         Command::Validate { files, output } => validate(&files, output),
+        Command::Mount {
+            class,
+            name,
+            target,
+            secrets,
+            token_file,
+            pod,
+            namespace,
+            service_account,
+            ca_file,
+            resolve,
+            show_values,
+        } => {
+            let options = secrets_store_cli::mount::MountOptions {
+                class,
+                name,
+                target,
+                secrets_file: secrets,
+                token_file,
+                pod,
+                namespace,
+                service_account,
+                ca_file,
+                resolve,
+                show_values,
+            };
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
+            };
+            match runtime.block_on(secrets_store_cli::mount::run(
+                &options,
+                &mut std::io::stdout(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            None
+        }
     }
 }
 

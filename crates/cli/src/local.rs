@@ -1,0 +1,195 @@
+//! The Azure provider and the CSI driver running in this process, wired the way a node wires
+//! them: the provider serves the real gRPC API on a unix socket in a providers folder, and the
+//! driver calls it from NodePublishVolume. Shared by `demo` and `mount`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use csi_proto::v1 as csi;
+use driver::{Config, FileClassSource, GrpcProviderClient, Mounter, NodeService};
+use provider_azure::{ProviderConfig, Server, ServerConfig};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A provider and a driver on a temporary socket; stop them with [`LocalNode::stop`].
+pub struct LocalNode {
+    node: NodeService,
+    socket: PathBuf,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), provider_azure::server::ServerError>>,
+}
+
+impl LocalNode {
+    /// Starts the provider on `<providers>/azure.sock` and a driver reading classes from
+    /// `class_file`. `rotation` makes every republish refresh the volume.
+    pub async fn start(
+        providers: &Path,
+        provider: ProviderConfig,
+        class_file: &Path,
+        mounter: Arc<dyn Mounter>,
+        rotation: bool,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(providers)
+            .map_err(|e| format!("cannot create {}: {e}", providers.display()))?;
+        let socket = providers.join("azure.sock");
+        let server = Server::bind(ServerConfig::new(
+            format!("unix://{}", socket.display()),
+            provider,
+        ))
+        .await
+        .map_err(|e| format!("cannot start the Azure provider: {e}"))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let mut config = Config::new("local-node", vec![providers.to_path_buf()]);
+        if rotation {
+            config.rotation = Some(Duration::ZERO);
+        }
+        let node = NodeService::new(
+            config,
+            Arc::new(FileClassSource::new(class_file)),
+            mounter,
+            Arc::new(GrpcProviderClient::new(
+                vec![providers.to_path_buf()],
+                16 << 20,
+            )),
+            None,
+            Arc::new(driver::metrics::Metrics::new()),
+        );
+        Ok(Self {
+            node,
+            socket,
+            stop,
+            task,
+        })
+    }
+
+    /// The driver.
+    pub fn node(&self) -> &NodeService {
+        &self.node
+    }
+
+    /// The provider's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Stops the provider (graceful) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The pod a volume belongs to, as kubelet describes it in the volume context.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// The SecretProviderClass named in the volume's attributes.
+    pub class: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// The pod's service account.
+    pub service_account: String,
+    /// `csi.storage.k8s.io/serviceAccount.tokens` JSON, when the CSIDriver requests tokens.
+    pub tokens: Option<String>,
+}
+
+/// NodePublishVolume exactly as kubelet sends it for a CSI inline volume (read-only, mount access
+/// type, pod info on mount), with `secrets` from the volume's `nodePublishSecretRef`.
+pub fn kubelet_request(
+    target: &Path,
+    pod: &PodInfo,
+    secrets: HashMap<String, String>,
+) -> csi::NodePublishVolumeRequest {
+    let mut volume_context: HashMap<String, String> = [
+        ("secretProviderClass", pod.class.as_str()),
+        ("csi.storage.k8s.io/pod.name", pod.name.as_str()),
+        ("csi.storage.k8s.io/pod.namespace", pod.namespace.as_str()),
+        ("csi.storage.k8s.io/pod.uid", pod.uid.as_str()),
+        (
+            "csi.storage.k8s.io/serviceAccount.name",
+            pod.service_account.as_str(),
+        ),
+        ("csi.storage.k8s.io/ephemeral", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Some(tokens) = &pod.tokens {
+        volume_context.insert(
+            "csi.storage.k8s.io/serviceAccount.tokens".into(),
+            tokens.clone(),
+        );
+    }
+    csi::NodePublishVolumeRequest {
+        volume_id: format!("csi-{}", pod.uid),
+        publish_context: HashMap::new(),
+        staging_target_path: String::new(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(csi::VolumeCapability {
+            access_type: Some(csi::volume_capability::AccessType::Mount(
+                csi::volume_capability::MountVolume {
+                    fs_type: String::new(),
+                    mount_flags: vec![],
+                    volume_mount_group: String::new(),
+                },
+            )),
+            access_mode: Some(csi::volume_capability::AccessMode {
+                mode: csi::volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
+            }),
+        }),
+        readonly: true,
+        secrets,
+        volume_context,
+    }
+}
+
+/// The files a pod sees (following the `..data` symlinks), sorted, with contents and modes.
+pub fn read_tree(target: &Path) -> std::io::Result<Vec<(String, Vec<u8>, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(target.join(&rel))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("..") {
+                continue; // the writer's internals: ..data and the timestamped folders
+            }
+            let rel_path = rel.join(&name);
+            let full = target.join(&rel_path);
+            let meta = std::fs::metadata(&full)?;
+            if meta.is_dir() {
+                stack.push(rel_path);
+            } else {
+                files.push((
+                    rel_path.display().to_string(),
+                    std::fs::read(&full)?,
+                    meta.permissions().mode(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// True when running as root (tmpfs mounts possible).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
