@@ -14,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run the whole system on this machine: keyvault-emulator, the Azure provider and the driver,
     /// then mount, rotate and unmount a volume the way kubelet does. No cluster, no Azure account.
