@@ -522,3 +522,118 @@ impl EntraError {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::Seed;
+
+    /// An issuer key, its JWKS, and a signer of assertions.
+    fn issuer() -> (EncodingKey, String) {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("rsa");
+        let jwks = json!({ "keys": [{ "kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+            "n": B64URL.encode(key.n().to_bytes_be()), "e": B64URL.encode(key.e().to_bytes_be()) }] });
+        let der = key.to_pkcs1_der().expect("der");
+        (EncodingKey::from_rsa_der(der.as_bytes()), jwks.to_string())
+    }
+
+    fn assertion(key: &EncodingKey, sub: &str, aud: &str, exp_offset: i64) -> String {
+        let now = crate::store::now();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        let claims = json!({ "iss": "https://issuer.test", "sub": sub, "aud": [aud], "iat": now - 60, "nbf": now - 60, "exp": now + exp_offset });
+        jsonwebtoken::encode(&h, &claims, key).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn client_assertions_are_checked_like_entra() {
+        let (key, jwks) = issuer();
+        let yaml = format!(
+            "identities:\n  service_principals:\n    - client_id: app\n      federated_credentials: [{{ issuer: 'https://issuer.test', subject: 'system:serviceaccount:ns:sa' }}]\nissuers:\n  - issuer: 'https://issuer.test'\n    jwks: {}\n",
+            serde_json::Value::String(jwks)
+        );
+        let dir = Directory::from_seed(&Seed::from_yaml(&yaml).expect("seed"));
+        let p = dir.principals.get("app").expect("principal").clone();
+        let sub = "system:serviceaccount:ns:sa";
+        dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, 600))
+            .await
+            .expect("valid assertion");
+        let code = |r: Result<(), EntraError>| r.err().map(|e| e.code);
+        assert_eq!(
+            code(
+                dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, -30))
+                    .await
+            ),
+            Some(700024)
+        );
+        assert_eq!(
+            code(
+                dir.validate_assertion(
+                    &p,
+                    &assertion(
+                        &key,
+                        "system:serviceaccount:ns:other",
+                        DEFAULT_FIC_AUDIENCE,
+                        600
+                    )
+                )
+                .await
+            ),
+            Some(700213)
+        );
+        assert_eq!(
+            code(
+                dir.validate_assertion(&p, &assertion(&key, sub, "api://other", 600))
+                    .await
+            ),
+            Some(700212)
+        );
+        let (other_key, _) = issuer();
+        assert_eq!(
+            code(
+                dir.validate_assertion(&p, &assertion(&other_key, sub, DEFAULT_FIC_AUDIENCE, 600))
+                    .await
+            ),
+            Some(700027)
+        );
+        assert_eq!(
+            code(dir.validate_assertion(&p, "not-a-jwt").await),
+            Some(50027)
+        );
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_wrong_audience_does_not() {
+        let signer = Signer::generate().expect("signer");
+        let p = Principal {
+            client_id: "c".into(),
+            object_id: "o".into(),
+            tenant: "t".into(),
+            client_secret: None,
+            federated: vec![],
+        };
+        let (tok, _) = signer
+            .issue(&p, "https://vault.test:1", Duration::from_secs(60))
+            .expect("issue");
+        let claims = signer
+            .verify(&tok, &["https://vault.test:1".to_string()])
+            .expect("verify");
+        assert_eq!((claims.appid.as_str(), claims.tid.as_str()), ("c", "t"));
+        let other = Signer::generate().expect("signer");
+        assert!(
+            other
+                .verify(&tok, &["https://vault.test:1".to_string()])
+                .is_err()
+        );
+        let (tok2, _) = signer
+            .issue(&p, "https://storage.test", Duration::from_secs(60))
+            .expect("issue");
+        assert!(
+            signer
+                .verify(&tok2, &["https://vault.test:1".to_string()])
+                .is_err()
+        );
+    }
+}
