@@ -71,6 +71,11 @@ pub struct EmulatorConfig {
     pub ca: CaSource,
     /// Extra DNS names / IPs for the serving certificate.
     pub extra_tls_names: Vec<String>,
+    /// Host the Entra endpoints are published under (discovery documents, token issuer, the Key
+    /// Vault challenge's authority), e.g. `login.microsoftonline.com` when third-party clients
+    /// reach the emulator under that name through a private hosts file, so MSAL's authority and
+    /// issuer checks hold. Added to the serving certificate. Default: the listen address.
+    pub authority_host: Option<String>,
     /// Objects, identities and access declared at start.
     pub seed: Option<Seed>,
     /// Where every write is persisted (fsync + atomic rename). `None`: memory only.
@@ -96,6 +101,7 @@ impl Default for EmulatorConfig {
             dns_suffix: "vault.test".into(),
             ca: CaSource::Generate,
             extra_tls_names: Vec::new(),
+            authority_host: None,
             seed: None,
             state_file: None,
             default_vault: None,
@@ -197,6 +203,7 @@ impl Emulator {
 
         // The listen address is the authority host: the serving certificate must name it.
         let mut tls_names = config.extra_tls_names.clone();
+        tls_names.extend(config.authority_host.iter().cloned());
         if !https_addr.ip().is_unspecified() {
             tls_names.push(https_addr.ip().to_string());
         }
@@ -259,7 +266,10 @@ impl Emulator {
             std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        let authority = format!("https://{ip}{port_suffix}");
+        let authority = match &config.authority_host {
+            Some(host) => format!("https://{host}{port_suffix}"),
+            None => format!("https://{ip}{port_suffix}"),
+        };
         let admin_token = Zeroizing::new(config.admin_token.clone().unwrap_or_else(|| {
             let mut b = [0u8; 24];
             rand::rng().fill_bytes(&mut b);
