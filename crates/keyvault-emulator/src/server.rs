@@ -253,7 +253,15 @@ fn check_name(kind: ObjectKind, name: &str) -> Result<(), KvError> {
 async fn handle_https(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
     let path = req.uri().path().to_string();
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if matches!(first, "secrets" | "keys" | "certificates") {
+    if matches!(
+        first,
+        "secrets"
+            | "keys"
+            | "certificates"
+            | "deletedsecrets"
+            | "deletedkeys"
+            | "deletedcertificates"
+    ) {
         data_plane(&shared, req).await
     } else {
         Ok(entra(&shared, req).await)
@@ -285,6 +293,9 @@ enum Route {
     UpdateCertificate(String, Option<String>),
     DeleteCertificate(String),
     ListCertificateVersions(String),
+    GetDeleted(ObjectKind, String),
+    Purge(ObjectKind, String),
+    Recover(ObjectKind, String),
 }
 
 impl Route {
@@ -312,6 +323,15 @@ impl Route {
             Route::UpdateCertificate(..) => "UpdateCertificate",
             Route::DeleteCertificate(_) => "DeleteCertificate",
             Route::ListCertificateVersions(_) => "ListCertificateVersions",
+            Route::GetDeleted(ObjectKind::Secret, _) => "GetDeletedSecret",
+            Route::GetDeleted(ObjectKind::Key, _) => "GetDeletedKey",
+            Route::GetDeleted(ObjectKind::Certificate, _) => "GetDeletedCertificate",
+            Route::Purge(ObjectKind::Secret, _) => "PurgeDeletedSecret",
+            Route::Purge(ObjectKind::Key, _) => "PurgeDeletedKey",
+            Route::Purge(ObjectKind::Certificate, _) => "PurgeDeletedCertificate",
+            Route::Recover(ObjectKind::Secret, _) => "RecoverDeletedSecret",
+            Route::Recover(ObjectKind::Key, _) => "RecoverDeletedKey",
+            Route::Recover(ObjectKind::Certificate, _) => "RecoverDeletedCertificate",
         }
     }
 
@@ -347,9 +367,46 @@ impl Route {
             (["certificates", _] | ["certificates", _, _], "PATCH") => {
                 Route::UpdateCertificate(s(1)?, ver(2))
             }
+            ([c, _], "GET") if deleted_kind(c).is_some() => {
+                Route::GetDeleted(deleted_kind(c)?, s(1)?)
+            }
+            ([c, _], "DELETE") if deleted_kind(c).is_some() => {
+                Route::Purge(deleted_kind(c)?, s(1)?)
+            }
+            ([c, _, "recover"], "POST") if deleted_kind(c).is_some() => {
+                Route::Recover(deleted_kind(c)?, s(1)?)
+            }
             _ => return None,
         })
     }
+}
+
+fn deleted_kind(collection: &str) -> Option<ObjectKind> {
+    match collection {
+        "deletedsecrets" => Some(ObjectKind::Secret),
+        "deletedkeys" => Some(ObjectKind::Key),
+        "deletedcertificates" => Some(ObjectKind::Certificate),
+        _ => None,
+    }
+}
+
+fn reject_if_deleted(v: &Vault, kind: ObjectKind, name: &str) -> Result<(), KvError> {
+    if v.is_deleted(kind, name) {
+        let noun = match kind {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::Key => "Key",
+            ObjectKind::Certificate => "Certificate",
+        };
+        return Err(KvError::new(
+            409,
+            "Conflict",
+            format!(
+                "{noun} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can only be recovered or purged.",
+                kind.noun()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves the vault from the Host header: `<vault>.<suffix>[:port]`, or the single-vault
@@ -575,6 +632,10 @@ async fn data_plane(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Dro
         Ok((status, value, location)) => {
             shared.telemetry.count(op, &vault_name, status);
             let mut r = kv_response(status, &value, crid);
+            if status == 204 {
+                *r.body_mut() = Full::new(Bytes::new());
+                r.headers_mut().remove(hyper::header::CONTENT_TYPE);
+            }
             if let Some(l) = location {
                 set_header(&mut r, "location", &l);
                 set_header(&mut r, "retry-after", "0");
@@ -715,6 +776,7 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             }
             let value = Zeroizing::new(value.to_string());
             let out = write_vault(shared, vault, |vt| {
+                reject_if_deleted(vt, ObjectKind::Secret, &name)?;
                 if vt.certificates.contains_key(&name.to_ascii_lowercase()) {
                     return Err(KvError::new(
                         409,
@@ -766,16 +828,18 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             })?)
         }
         Route::DeleteSecret(name) => {
-            let rendered = write_vault(shared, vault, |v| {
+            let r = write_vault(shared, vault, |v| {
                 let r = store::render_secret(base, v.secret(&name, None)?, false);
                 v.delete(ObjectKind::Secret, &name)?;
                 Ok(r)
             })?;
-            let mut r = rendered;
-            r["recoveryId"] = json!(format!("{base}/deletedsecrets/{name}"));
-            r["deletedDate"] = json!(store::now());
-            r["scheduledPurgeDate"] = json!(store::now() + 90 * 86400);
-            ok(r)
+            ok(store::deleted_fields(
+                base,
+                ObjectKind::Secret,
+                &name,
+                store::now(),
+                r,
+            ))
         }
         Route::ListSecrets => {
             let items = read_vault(shared, vault, |v| {
@@ -819,6 +883,7 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
                 attrs.apply(a)?;
             }
             ok(write_vault(shared, vault, |v| {
+                reject_if_deleted(v, ObjectKind::Key, &name)?;
                 store::render_key(
                     base,
                     v.add_key(&name, material, key_ops, tags, attrs, false, None),
@@ -840,6 +905,7 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
                 attrs.apply(a)?;
             }
             ok(write_vault(shared, vault, |v| {
+                reject_if_deleted(v, ObjectKind::Key, &name)?;
                 store::render_key(
                     base,
                     v.add_key(&name, material, key_ops, tags, attrs, false, None),
@@ -876,15 +942,18 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             })?)
         }
         Route::DeleteKey(name) => {
-            let mut r = write_vault(shared, vault, |v| {
+            let r = write_vault(shared, vault, |v| {
                 let r = store::render_key(base, v.key(&name, None)?)?;
                 v.delete(ObjectKind::Key, &name)?;
                 Ok(r)
             })?;
-            r["recoveryId"] = json!(format!("{base}/deletedkeys/{name}"));
-            r["deletedDate"] = json!(store::now());
-            r["scheduledPurgeDate"] = json!(store::now() + 90 * 86400);
-            ok(r)
+            ok(store::deleted_fields(
+                base,
+                ObjectKind::Key,
+                &name,
+                store::now(),
+                r,
+            ))
         }
         Route::ListKeys => {
             let items = read_vault(shared, vault, |v| {
@@ -940,6 +1009,7 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
                 .and_then(|x| x.as_bool())
                 .unwrap_or(true);
             ok(write_vault(shared, vault, |v| {
+                reject_if_deleted(v, ObjectKind::Certificate, &name)?;
                 Ok(store::render_cert(
                     base,
                     v.add_certificate(&name, bundle, &content_type, tags, enabled, policy)?,
@@ -1004,6 +1074,7 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
                 .and_then(|x| x.as_bool())
                 .unwrap_or(true);
             let stored = write_vault(shared, vault, |v| {
+                reject_if_deleted(v, ObjectKind::Certificate, &name)?;
                 Ok(
                     v.add_certificate(&name, bundle, &content_type, tags, enabled, policy)?
                         .name
@@ -1062,15 +1133,18 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             })?)
         }
         Route::DeleteCertificate(name) => {
-            let mut r = write_vault(shared, vault, |v| {
+            let r = write_vault(shared, vault, |v| {
                 let r = store::render_cert(base, v.cert(&name, None)?);
                 v.delete(ObjectKind::Certificate, &name)?;
                 Ok(r)
             })?;
-            r["recoveryId"] = json!(format!("{base}/deletedcertificates/{name}"));
-            r["deletedDate"] = json!(store::now());
-            r["scheduledPurgeDate"] = json!(store::now() + 90 * 86400);
-            ok(r)
+            ok(store::deleted_fields(
+                base,
+                ObjectKind::Certificate,
+                &name,
+                store::now(),
+                r,
+            ))
         }
         Route::ListCertificates => {
             let items = read_vault(shared, vault, |v| {
@@ -1082,6 +1156,47 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             })?;
             ok(page(ctx, "/certificates", items)?)
         }
+        Route::GetDeleted(kind, name) => ok(read_vault(shared, vault, |v| {
+            let d = v.deleted_entry(kind, &name)?;
+            let rendered = match kind {
+                ObjectKind::Secret => d
+                    .secrets
+                    .as_ref()
+                    .and_then(|x| x.last())
+                    .map(|s| Ok(store::render_secret(base, s, false))),
+                ObjectKind::Key => d
+                    .keys
+                    .as_ref()
+                    .and_then(|x| x.last())
+                    .map(|k| store::render_key(base, k)),
+                ObjectKind::Certificate => d
+                    .certificates
+                    .as_ref()
+                    .and_then(|x| x.last())
+                    .map(|c| Ok(store::render_cert(base, c))),
+            }
+            .ok_or_else(|| internal("deleted entry without versions"))??;
+            let stored_name = rendered_name(&rendered).unwrap_or(name.clone());
+            Ok(store::deleted_fields(
+                base,
+                kind,
+                &stored_name,
+                d.deleted_date,
+                rendered,
+            ))
+        })?),
+        Route::Purge(kind, name) => {
+            write_vault(shared, vault, |v| v.purge(kind, &name))?;
+            Ok((204, Value::Null, None))
+        }
+        Route::Recover(kind, name) => ok(write_vault(shared, vault, |v| {
+            v.recover(kind, &name)?;
+            match kind {
+                ObjectKind::Secret => Ok(store::render_secret(base, v.secret(&name, None)?, false)),
+                ObjectKind::Key => store::render_key(base, v.key(&name, None)?),
+                ObjectKind::Certificate => Ok(store::render_cert(base, v.cert(&name, None)?)),
+            }
+        })?),
         Route::ListCertificateVersions(name) => {
             let items = read_vault(shared, vault, |v| {
                 let list = v
@@ -1096,6 +1211,12 @@ fn execute(shared: &Shared, vault: &str, route: Route, body: &[u8], ctx: &OpCtx<
             ok(page(ctx, &format!("/certificates/{name}/versions"), items)?)
         }
     }
+}
+
+/// The object name as stored (case preserved), from a rendered bundle's id / kid.
+fn rendered_name(v: &Value) -> Option<String> {
+    let id = v.get("id").or_else(|| v.pointer("/key/kid"))?.as_str()?;
+    id.split('/').nth(4).map(str::to_string)
 }
 
 fn key_ops_of(v: &Value) -> Result<Option<Vec<String>>, KvError> {

@@ -161,6 +161,42 @@ pub(crate) struct Vault {
     pub(crate) keys: BTreeMap<String, Vec<Key>>,
     #[serde(default)]
     pub(crate) certificates: BTreeMap<String, Vec<Cert>>,
+    /// Soft-deleted objects (Key Vault's "Recoverable+Purgeable"), by lower-case name.
+    #[serde(default)]
+    pub(crate) deleted: BTreeMap<String, Deleted>,
+}
+
+/// A soft-deleted object: its versions (a certificate keeps its key and secret with it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Deleted {
+    pub(crate) deleted_date: i64,
+    #[serde(default)]
+    pub(crate) secrets: Option<Vec<Secret>>,
+    #[serde(default)]
+    pub(crate) keys: Option<Vec<Key>>,
+    #[serde(default)]
+    pub(crate) certificates: Option<Vec<Cert>>,
+}
+
+pub(crate) const PURGE_AFTER_SECS: i64 = RECOVERABLE_DAYS as i64 * 86400;
+
+/// `deletedsecrets`, `deletedkeys`, `deletedcertificates` entries: rendered bundle plus dates.
+pub(crate) fn deleted_fields(
+    base: &str,
+    kind: ObjectKind,
+    name: &str,
+    deleted_date: i64,
+    mut v: Value,
+) -> Value {
+    let collection = match kind {
+        ObjectKind::Secret => "deletedsecrets",
+        ObjectKind::Key => "deletedkeys",
+        ObjectKind::Certificate => "deletedcertificates",
+    };
+    v["recoveryId"] = json!(format!("{base}/{collection}/{name}"));
+    v["deletedDate"] = json!(deleted_date);
+    v["scheduledPurgeDate"] = json!(deleted_date + PURGE_AFTER_SECS);
+    v
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -291,6 +327,7 @@ impl Vault {
             secrets: BTreeMap::new(),
             keys: BTreeMap::new(),
             certificates: BTreeMap::new(),
+            deleted: BTreeMap::new(),
         }
     }
 
@@ -476,26 +513,106 @@ impl Vault {
         Ok(&certs_list[certs_list.len() - 1])
     }
 
+    /// Soft-deletes: the object moves to the deleted collection (a certificate takes its key and
+    /// secret along), where it can be read, recovered or purged.
     pub(crate) fn delete(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
         let lname = name.to_ascii_lowercase();
-        let found = match kind {
-            ObjectKind::Secret => self.secrets.remove(&lname).is_some(),
-            ObjectKind::Key => self.keys.remove(&lname).is_some(),
-            ObjectKind::Certificate => {
-                let found = self.certificates.remove(&lname).is_some();
-                if found {
-                    self.secrets.remove(&lname);
-                    self.keys.remove(&lname);
-                }
-                found
-            }
+        let mut entry = Deleted {
+            deleted_date: now(),
+            ..Deleted::default()
         };
-        if found {
-            Ok(())
-        } else {
-            Err(KvError::not_found(kind, name, None))
+        match kind {
+            ObjectKind::Secret => {
+                if self.certificates.contains_key(&lname) {
+                    return Err(KvError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "Secret {name} is managed by a certificate; delete the certificate instead."
+                        ),
+                    ));
+                }
+                entry.secrets = Some(
+                    self.secrets
+                        .remove(&lname)
+                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
+                );
+            }
+            ObjectKind::Key => {
+                if self.certificates.contains_key(&lname) {
+                    return Err(KvError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "Key {name} is managed by a certificate; delete the certificate instead."
+                        ),
+                    ));
+                }
+                entry.keys = Some(
+                    self.keys
+                        .remove(&lname)
+                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
+                );
+            }
+            ObjectKind::Certificate => {
+                entry.certificates = Some(
+                    self.certificates
+                        .remove(&lname)
+                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
+                );
+                entry.secrets = self.secrets.remove(&lname);
+                entry.keys = self.keys.remove(&lname);
+            }
         }
+        self.deleted
+            .insert(format!("{}/{lname}", kind.noun()), entry);
+        Ok(())
     }
+
+    pub(crate) fn deleted_entry(&self, kind: ObjectKind, name: &str) -> Result<&Deleted, KvError> {
+        self.deleted
+            .get(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
+            .ok_or_else(|| deleted_not_found(kind, name))
+    }
+
+    pub(crate) fn is_deleted(&self, kind: ObjectKind, name: &str) -> bool {
+        self.deleted
+            .contains_key(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
+    }
+
+    pub(crate) fn purge(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
+        self.deleted
+            .remove(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
+            .map(|_| ())
+            .ok_or_else(|| deleted_not_found(kind, name))
+    }
+
+    pub(crate) fn recover(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
+        let lname = name.to_ascii_lowercase();
+        let entry = self
+            .deleted
+            .remove(&format!("{}/{lname}", kind.noun()))
+            .ok_or_else(|| deleted_not_found(kind, name))?;
+        if let Some(s) = entry.secrets {
+            self.secrets.insert(lname.clone(), s);
+        }
+        if let Some(k) = entry.keys {
+            self.keys.insert(lname.clone(), k);
+        }
+        if let Some(c) = entry.certificates {
+            self.certificates.insert(lname, c);
+        }
+        Ok(())
+    }
+}
+
+fn deleted_not_found(kind: ObjectKind, name: &str) -> KvError {
+    let (code, noun) = match kind {
+        ObjectKind::Secret => ("SecretNotFound", "Secret"),
+        ObjectKind::Key => ("KeyNotFound", "Key"),
+        ObjectKind::Certificate => ("CertificateNotFound", "Certificate"),
+    };
+    KvError::new(404, code, format!("Deleted {noun} not found: {name}"))
 }
 
 fn fill_policy(policy: &mut Value, key: &KeyMaterial, content_type: &str, subject: &str) {

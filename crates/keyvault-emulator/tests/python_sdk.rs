@@ -116,35 +116,24 @@ async fn python_sdk_secrets_round_trip() {
     let out = h.run("secrets", SP, SP_SECRET, &[]).await;
     assert_ok(&out, "secrets scenario");
     let admin = h.emu.admin();
-    // Each client's first call is a challenge (401) and then the real call.
-    assert!(
-        admin
-            .request_count(CounterFilter::operation("SetSecret").status(200))
-            .await
-            .expect("counters")
-            == 2
-    );
-    assert!(
-        admin
-            .request_count(CounterFilter::operation("Token").status(200))
-            .await
-            .expect("counters")
-            >= 1
-    );
-    assert!(
-        admin
-            .request_count(CounterFilter::operation("GetSecret").status(403))
-            .await
-            .expect("counters")
-            == 1
-    );
-    assert!(
-        admin
-            .request_count(CounterFilter::operation("GetSecret").status(404))
-            .await
-            .expect("counters")
-            == 1
-    );
+    // Each client's first call is a challenge (401, not counted as 200) and then the real call.
+    let count = |op: &'static str, status: u16| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .request_count(CounterFilter::operation(op).status(status))
+                .await
+                .expect("counters")
+        }
+    };
+    assert_eq!(count("SetSecret", 200).await, 4);
+    assert_eq!(count("SetSecret", 409).await, 1, "deleted name reused");
+    assert!(count("Token", 200).await >= 1);
+    assert_eq!(count("GetSecret", 403).await, 1, "disabled secret");
+    assert_eq!(count("GetSecret", 404).await, 1, "missing secret");
+    assert_eq!(count("DeleteSecret", 200).await, 2);
+    assert_eq!(count("RecoverDeletedSecret", 200).await, 1);
+    assert_eq!(count("PurgeDeletedSecret", 204).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,3 +279,46 @@ async fn imds_and_nmi_answer_in_their_real_shapes_and_tokens_work() {
         assert_eq!(b["value"], "v");
     }
 }
+
+#[tokio::test]
+async fn a_given_ca_is_used_and_dropping_the_emulator_closes_its_listeners() {
+    // A CA made elsewhere (kept across restarts by users so clients keep trusting it).
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).expect("ca");
+    let config = EmulatorConfig::default()
+        .seed_yaml(&seed("    secrets: [{ name: s, value: v }]"))
+        .expect("seed")
+        .ca(keyvault_emulator::CaSource::Pem {
+            cert_pem: ca.pem(),
+            key_pem: key.serialize_pem(),
+        });
+    let emu = Emulator::start(config).await.expect("start");
+    assert_eq!(emu.ca_pem(), ca.pem());
+    let http = client(&emu, &["wire"]);
+    let t = token(&emu, &http).await;
+    let (s, _, _) = get(
+        &http,
+        &format!("{}secrets/s/?api-version=7.4", emu.vault_url("wire")),
+        &t,
+    )
+    .await;
+    assert_eq!(s, 200, "served with a certificate from the given CA");
+
+    let addrs = [
+        emu.https_addr(),
+        emu.imds_url()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("imds addr"),
+    ];
+    drop(emu);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for a in addrs {
+        assert!(
+            tokio::net::TcpStream::connect(a).await.is_err(),
+            "{a} still accepts after drop"
+        );
+    }
+}

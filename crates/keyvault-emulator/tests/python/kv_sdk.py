@@ -83,6 +83,22 @@ def scenario_secrets():
         check(e.status_code == 404 and e.error.code == "SecretNotFound", f"404 SecretNotFound, got {e.error and e.error.code}")
     seeded = client.get_secret("seeded")
     check(seeded.value == "from-seed", "seeded secret readable")
+    # Soft delete, as Key Vault does it: the poller waits for the deleted secret to appear.
+    client.set_secret("to-delete", "bye")
+    deleted = client.begin_delete_secret("to-delete", _polling_interval=0.1).result()
+    check(deleted.name == "to-delete" and deleted.recovery_id and deleted.deleted_date, "deleted secret with recovery id")
+    check(client.get_deleted_secret("to-delete").name == "to-delete", "get_deleted_secret")
+    try:
+        client.set_secret("to-delete", "again")
+        check(False, "a deleted name cannot be reused before purge")
+    except HttpResponseError as e:
+        check(e.status_code == 409, f"409 Conflict, got {e.status_code}")
+    recovered = client.begin_recover_deleted_secret("to-delete", _polling_interval=0.1).result()
+    check(recovered.name == "to-delete" and client.get_secret("to-delete").value == "bye", "recovered")
+    client.begin_delete_secret("to-delete", _polling_interval=0.1).result()
+    client.purge_deleted_secret("to-delete")
+    client.set_secret("to-delete", "reborn")
+    check(client.get_secret("to-delete").value == "reborn", "name reusable after purge")
     print(json.dumps({"versions": [s1.properties.version, s2.properties.version]}))
 
 
