@@ -124,3 +124,14 @@ async fn http_get(port: u16) -> anyhow::Result<String> {
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
     Ok(out)
 }
+
+#[test]
+fn version_prints_json() -> anyhow::Result<()> {
+    let out = Command::new(env!("CARGO_BIN_EXE_secrets-store-csi-driver"))
+        .arg("--version")
+        .output()?;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["BuildVersion"], driver::VERSION);
+    Ok(())
+}

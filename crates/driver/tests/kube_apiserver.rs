@@ -214,6 +214,11 @@ fn provider_files(opaque: &str, version: &str, tls: &str) -> Behaviour {
                 b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
                     .to_vec(),
             ),
+            (
+                "legacycfg".into(),
+                0o644,
+                br#"{"registry.example":{"auth":"dTpw"}}"#.to_vec(),
+            ),
         ],
         vec![
             ("secret/foo".into(), version.into()),
@@ -238,6 +243,11 @@ async fn create_class(cp: &ControlPlane, ns: &str) -> anyhow::Result<()> {
              "data": [{"objectName": "user", "key": "username"}, {"objectName": "pass", "key": "password"}]},
             {"secretName": "ssh-s", "type": "kubernetes.io/ssh-auth",
              "data": [{"objectName": "sshkey", "key": "ssh-privatekey"}]},
+            {"secretName": "dockercfg-s", "type": "kubernetes.io/dockercfg",
+             "data": [{"objectName": "legacycfg", "key": ".dockercfg"}]},
+            {"secretName": "sa-token-s", "type": "kubernetes.io/service-account-token",
+             "annotations": {"kubernetes.io/service-account.name": "web-sa"},
+             "data": [{"objectName": "foo", "key": "token"}]},
             {"secretName": "broken-s", "type": "Opaque", "data": [{"objectName": "not-returned", "key": "k"}]}
         ]}
     }))?;
@@ -354,6 +364,8 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
         ("docker-s", "kubernetes.io/dockerconfigjson"),
         ("basic-s", "kubernetes.io/basic-auth"),
         ("ssh-s", "kubernetes.io/ssh-auth"),
+        ("dockercfg-s", "kubernetes.io/dockercfg"),
+        ("sa-token-s", "kubernetes.io/service-account-token"),
     ] {
         let s = secrets.get(name).await?;
         assert_eq!(s.type_.as_deref(), Some(ty), "{name}");
