@@ -526,6 +526,23 @@ mod tests {
     }
 
     #[test]
+    fn mutated_pfx_never_panics() {
+        let pfx = encode_keyvault_pfx(&[0x30, 0x03, 0x02, 0x01, 0x00], &[vec![0x30, 0x00]], "n");
+        let mut rng = rand::rng();
+        for _ in 0..300 {
+            let mut m = pfx.clone();
+            for _ in 0..(1 + rng.next_u32() % 4) {
+                let i = (rng.next_u32() as usize) % m.len();
+                m[i] = rng.next_u32() as u8;
+            }
+            if rng.next_u32() % 4 == 0 {
+                m.truncate((rng.next_u32() as usize) % m.len());
+            }
+            let _ = decode(&m, "");
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for input in [
             &b""[..],
