@@ -106,29 +106,39 @@ impl GrpcProviderClient {
         Ok(client)
     }
 
-    /// Calls Version on every provider used so far (5 s timeout each) and logs the result;
-    /// the same signal as upstream's `--provider-health-check`.
-    pub async fn health_check(&self) {
+    /// Calls Version on every provider used so far (5 s timeout each), logs the result and
+    /// returns (provider, healthy); the same signal as upstream's `--provider-health-check`.
+    pub async fn health_check(&self) -> Vec<(String, bool)> {
         let clients: Vec<(String, CsiDriverProviderClient<Channel>)> = match self.clients.lock() {
             Ok(c) => c.iter().map(|(k, (_, c))| (k.clone(), c.clone())).collect(),
-            Err(_) => return,
+            Err(_) => return Vec::new(),
         };
+        let mut out = Vec::with_capacity(clients.len());
         for (name, mut client) in clients {
             let mut req = tonic::Request::new(VersionRequest {
                 version: provider_proto::API_VERSION.into(),
             });
             req.set_timeout(Duration::from_secs(5));
-            match tokio::time::timeout(Duration::from_secs(5), client.version(req)).await {
+            let healthy = match tokio::time::timeout(Duration::from_secs(5), client.version(req))
+                .await
+            {
                 Ok(Ok(v)) => {
                     let v = v.into_inner();
                     tracing::debug!(provider = %name, runtime = %v.runtime_name, version = %v.runtime_version, "provider healthy");
+                    true
                 }
                 Ok(Err(s)) => {
-                    tracing::warn!(provider = %name, code = ?s.code(), "provider health check failed")
+                    tracing::warn!(provider = %name, code = ?s.code(), "provider health check failed");
+                    false
                 }
-                Err(_) => tracing::warn!(provider = %name, "provider health check timed out"),
-            }
+                Err(_) => {
+                    tracing::warn!(provider = %name, "provider health check timed out");
+                    false
+                }
+            };
+            out.push((name, healthy));
         }
+        out
     }
 }
 

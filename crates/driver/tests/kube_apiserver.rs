@@ -533,7 +533,9 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     let alpha = serde_json::json!({
         "apiVersion": "secrets-store.csi.x-k8s.io/v1alpha1", "kind": "SecretProviderClass",
         "metadata": {"name": "kv-alpha", "namespace": ns},
-        "spec": {"provider": "fake", "parameters": {"objects": "array: []"}}
+        "spec": {"provider": "fake", "parameters": {"objects": "array: []"},
+                 "secretObjects": [{"secretName": "mismatch-s", "type": "Opaque",
+                                    "data": [{"objectName": "foo", "key": "foo"}]}]}
     });
     let alpha: secrets_store_api::v1alpha1::SecretProviderClass = serde_json::from_value(alpha)?;
     Api::<secrets_store_api::v1alpha1::SecretProviderClass>::namespaced(h.cp.client(), ns)
@@ -543,6 +545,25 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         vec![("foo".into(), 0o644, b"old".to_vec())],
         vec![("secret/foo".into(), "1".into())],
     ));
+    // A pod status left by another node (a StatefulSet pod that moved) is taken over.
+    let stale: SecretProviderClassPodStatus = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClassPodStatus",
+        "metadata": {"name": "old-1-legacy-kv-alpha", "namespace": ns,
+                     "labels": {"internal.secrets-store.csi.k8s.io/node-name": "other-node"}},
+        "status": {"podName": "old-1", "mounted": true, "targetPath": "/elsewhere", "objects": [{"id": "secret/foo", "version": "0"}]}
+    }))?;
+    Api::<SecretProviderClassPodStatus>::namespaced(h.cp.client(), ns)
+        .create(&PostParams::default(), &stale)
+        .await?;
+    // A Secret of another type already holds the synced name.
+    let taken: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mismatch-s", "namespace": ns},
+        "type": "kubernetes.io/basic-auth", "stringData": {"username": "u"}
+    }))?;
+    Api::<Secret>::namespaced(h.cp.client(), ns)
+        .create(&PostParams::default(), &taken)
+        .await?;
+
     let target = kubelet_target(h.dir.path(), &uid, "secrets");
     let _g = MountGuard(vec![target.clone()]);
     publish(
@@ -555,6 +576,33 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     )
     .await?;
     assert_eq!(std::fs::read_to_string(target.join("foo"))?, "old");
+    let spcps = Api::<SecretProviderClassPodStatus>::namespaced(h.cp.client(), ns)
+        .get("old-1-legacy-kv-alpha")
+        .await?;
+    assert_eq!(
+        spcps
+            .labels()
+            .get("internal.secrets-store.csi.k8s.io/node-name")
+            .map(String::as_str),
+        Some(NODE)
+    );
+    let st = spcps.status.clone().unwrap_or_default();
+    assert_eq!(
+        (st.target_path.as_str(), st.objects[0].version.as_str()),
+        (target.display().to_string().as_str(), "1")
+    );
+    assert_eq!(spcps.owner_references()[0].uid, uid);
+    let events = events_for(&h.cp, ns, "old-1").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailedToCreateSecret")
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("type cannot change")),
+        "{events:?}"
+    );
 
     // A class that does not exist: NotFound naming it, and an Event on the pod.
     let target2 = kubelet_target(h.dir.path(), &uid, "other");

@@ -369,3 +369,34 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn health_check_calls_version_on_used_providers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fake = FakeProvider::start(dir.path(), "fake").await?;
+    fake.state.set(files("x", "v1"));
+    let client = GrpcProviderClient::new(vec![dir.path().to_path_buf()], 4 << 20);
+    assert!(
+        client.health_check().await.is_empty(),
+        "no provider used yet"
+    );
+    let call = driver::provider::MountCall {
+        provider: "fake".into(),
+        attributes: driver::secret::SecretString::new("{}".into()),
+        secrets: driver::secret::SecretString::new("null".into()),
+        target_path: "/t".into(),
+        permission: "420".into(),
+        current_object_versions: vec![],
+        timeout: T,
+    };
+    use driver::ProviderClient;
+    client.mount(call).await?;
+    assert_eq!(client.health_check().await, [("fake".to_string(), true)]);
+    *fake
+        .state
+        .version_fails
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = true;
+    assert_eq!(client.health_check().await, [("fake".to_string(), false)]);
+    Ok(())
+}

@@ -43,6 +43,8 @@ pub struct Seen {
 pub struct FakeState {
     pub behaviour: Arc<Mutex<Option<Behaviour>>>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// When set, Version fails with UNAVAILABLE (an unhealthy provider).
+    pub version_fails: Arc<Mutex<bool>>,
     authority: Arc<Mutex<String>>,
 }
 
@@ -64,6 +66,9 @@ impl CsiDriverProvider for FakeState {
         &self,
         _r: tonic::Request<VersionRequest>,
     ) -> Result<tonic::Response<VersionResponse>, tonic::Status> {
+        if *self.version_fails.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(tonic::Status::unavailable("not ready"));
+        }
         Ok(tonic::Response::new(VersionResponse {
             version: "v1alpha1".into(),
             runtime_name: "fake".into(),
