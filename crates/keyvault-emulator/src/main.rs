@@ -60,6 +60,11 @@ struct Args {
     /// Extra DNS name or IP for the serving certificate (repeatable).
     #[arg(long = "tls-name", value_name = "NAME")]
     tls_names: Vec<String>,
+    /// Host name the Entra endpoints are published under (discovery documents, the challenge's
+    /// authority), e.g. login.microsoftonline.com when clients reach the emulator under that name
+    /// through a private hosts file. Added to the serving certificate. Default: the listen address.
+    #[arg(long, value_name = "HOST")]
+    authority_host: Option<String>,
     /// Vault served on plain 127.0.0.1 / localhost hosts.
     #[arg(long)]
     default_vault: Option<String>,
@@ -94,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         dns_suffix: args.dns_suffix.trim_matches('.').to_string(),
         extra_tls_names: args.tls_names,
+        authority_host: args.authority_host,
         state_file: args.state,
         default_vault: args.default_vault,
         token_lifetime: std::time::Duration::from_secs(args.token_lifetime_secs),
