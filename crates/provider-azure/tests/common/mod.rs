@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod emu;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

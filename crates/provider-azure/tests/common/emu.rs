@@ -1,0 +1,132 @@
+//! The emulator harness shared by `emulator.rs` and `logs.rs`.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyvault_emulator::{Emulator, EmulatorConfig};
+use provider_azure::{ProviderConfig, Server, ServerConfig};
+
+use super::driver_attributes;
+
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const SP: &str = "11111111-1111-1111-1111-111111111111";
+pub const SP_SECRET: &str = "sp-client-secret-value-0001";
+pub const OUTSIDER: &str = "33333333-3333-3333-3333-333333333333";
+pub const OUTSIDER_SECRET: &str = "outsider-client-secret-0002";
+pub const MI: &str = "22222222-2222-2222-2222-222222222222";
+pub const UAMI: &str = "44444444-4444-4444-4444-444444444444";
+pub const WI: &str = "55555555-5555-5555-5555-555555555555";
+pub const SEEDED_SECRET: &str = "seeded-secret-value-c0ffee";
+
+pub fn seed(extra_issuers: &str, wi_subject: &str) -> String {
+    seed_with_issuer(extra_issuers, "https://issuer.invalid", wi_subject)
+}
+
+/// The seed with a workload-identity federated credential for `wi_issuer` / `wi_subject`.
+pub fn seed_with_issuer(extra_issuers: &str, wi_issuer: &str, wi_subject: &str) -> String {
+    format!(
+        r#"
+tenant: {TENANT}
+vaults:
+  - name: kv1
+    access: [{SP}, {MI}, {UAMI}, {WI}]
+    secrets:
+      - {{ name: secret1, value: {SEEDED_SECRET} }}
+    keys:
+      - {{ name: rsa1, kty: RSA, key_size: 2048 }}
+      - {{ name: ec1, kty: EC, crv: P-384 }}
+    certificates:
+      - name: cert1
+        generate: {{ subject: CN=cert1.test, kty: EC, crv: P-256 }}
+      - name: cert-pem
+        content_type: application/x-pem-file
+        generate: {{ subject: CN=pem.test, kty: EC, crv: P-256 }}
+identities:
+  service_principals:
+    - {{ client_id: {SP}, client_secret: {SP_SECRET} }}
+    - {{ client_id: {OUTSIDER}, client_secret: {OUTSIDER_SECRET} }}
+    - client_id: {WI}
+      federated_credentials:
+        - {{ issuer: "{wi_issuer}", subject: "{wi_subject}" }}
+  managed_identities:
+    - {{ client_id: {MI}, default: true }}
+    - {{ client_id: {UAMI} }}
+  pod_identities:
+    - {{ namespace: default, pod: app-0, client_id: {MI} }}
+issuers: {extra_issuers}
+"#
+    )
+}
+
+pub struct Env {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub env_file: PathBuf,
+    pub ca_file: PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Env {
+    pub async fn start(seed_yaml: &str) -> Env {
+        let emu = Emulator::start(EmulatorConfig::default().seed_yaml(seed_yaml).unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, emu.ca_pem()).unwrap();
+        let port = emu.https_addr().port();
+        let env_file = dir.path().join("azurestackcloud.json");
+        std::fs::write(
+            &env_file,
+            serde_json::json!({
+                "name": "AzureStackCloud",
+                "activeDirectoryEndpoint": emu.authority_url(),
+                "keyVaultEndpoint": emu.resource(),
+                "keyVaultDNSSuffix": format!("{}:{port}", emu.dns_suffix()),
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let mut cfg = ProviderConfig::default();
+        cfg.http.ssl_cert_file = Some(ca_file.clone());
+        cfg.http.resolve = vec![(emu.vault_host("kv1"), emu.https_addr())];
+        cfg.node.imds = url::Url::parse(&emu.imds_url()).unwrap();
+        cfg.node.nmi = url::Url::parse(&emu.nmi_url()).unwrap();
+        cfg.keyvault.retry.base_delay = Duration::from_millis(50);
+        let sock = dir.path().join("azure.sock");
+        let server = Server::bind(ServerConfig::new(format!("unix://{}", sock.display()), cfg))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        Env {
+            emu,
+            dir,
+            sock,
+            env_file,
+            ca_file,
+            _stop: tx,
+        }
+    }
+
+    pub fn attrs(&self, params: &[(&str, &str)]) -> String {
+        let env_file = self.env_file.display().to_string();
+        let mut p: Vec<(&str, &str)> = vec![
+            ("keyvaultName", "kv1"),
+            ("tenantId", TENANT),
+            ("cloudName", "AzureStackCloud"),
+            ("cloudEnvFileName", env_file.as_str()),
+        ];
+        p.extend_from_slice(params);
+        driver_attributes(&p)
+    }
+}
+
+pub fn sp_secrets(id: &str, secret: &str) -> String {
+    serde_json::json!({ "clientid": id, "clientsecret": secret }).to_string()
+}
