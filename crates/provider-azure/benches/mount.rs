@@ -4,7 +4,8 @@
 //! Stack user would (env file + `SSL_CERT_FILE`, vault host via a private /etc/hosts, IMDS via
 //! `AZURE_POD_IDENTITY_AUTHORITY_HOST`), drives `Mount` over its unix socket exactly as the driver
 //! does, and prints p50/p99 per (objects, concurrent mounts) and the provider's RSS idle and under
-//! load (VmRSS / VmHWM from /proc). `cargo bench -p provider-azure --bench mount`.
+//! load (VmRSS / VmHWM from /proc). `cargo bench -p provider-azure --bench mount`
+//! (`BENCH_FETCH_CONCURRENCY=1` reproduces upstream's one-object-at-a-time fetching).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
@@ -100,6 +101,10 @@ async fn main() {
     cmd.arg(format!("--endpoint=unix://{}", sock.display()))
         .arg("--healthz-port=0")
         .arg("--prometheus-port=0")
+        .arg(format!(
+            "--fetch-concurrency={}",
+            std::env::var("BENCH_FETCH_CONCURRENCY").unwrap_or_else(|_| "8".into())
+        ))
         .env("SSL_CERT_FILE", &ca)
         .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", emu.imds_url())
         .env("RUST_LOG", "warn")
