@@ -31,7 +31,7 @@ pub struct ProviderConfig {
     pub http: HttpOptions,
     /// Key Vault call timeout and retries.
     pub keyvault: ClientOptions,
-    /// Objects fetched concurrently within one mount (upstream: 1).
+    /// Objects fetched concurrently within one mount (default 1, as upstream).
     pub fetch_concurrency: usize,
 }
 
@@ -43,7 +43,7 @@ impl Default for ProviderConfig {
             node: NodeEndpoints::default(),
             http: HttpOptions::default(),
             keyvault: ClientOptions::default(),
-            fetch_concurrency: 8,
+            fetch_concurrency: 1,
         }
     }
 }

@@ -189,7 +189,8 @@ fn vm_mi(objs: &str) -> String {
 
 #[tokio::test]
 async fn version_mount_health_metrics_and_shutdown_over_the_socket() {
-    let (dir, server, fake) = start(vault(), |_| {}).await;
+    // concurrent fetching on: the response order must still be the SecretProviderClass order
+    let (dir, server, fake) = start(vault(), |c| c.fetch_concurrency = 8).await;
     let sock = server.socket_path().unwrap().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
