@@ -478,3 +478,43 @@ async fn workload_identity_with_a_real_service_account_token() {
         "no token in the error"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_key_vault_pfx_and_separate_files_through_the_emulator() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let pfx = std::fs::read_to_string(fixtures.join("kv-recorded.pfx.b64")).unwrap();
+    let seed_yaml = seed("[]", "none").replacen(
+        "    certificates:\n",
+        &format!(
+            "    certificates:\n      - {{ name: kvrec, pfx_base64: \"{}\" }}\n",
+            pfx.trim()
+        ),
+        1,
+    );
+    let env = Env::start(&seed_yaml).await;
+    let mut client = connect(&env.sock).await;
+    let objs = objects(&[
+        "objectName: kvrec\nobjectType: secret",
+        "objectName: kvrec\nobjectAlias: kvrec-leaf\nobjectType: cert",
+    ]);
+    let secrets = sp_secrets(SP, SP_SECRET);
+    let r = client
+        .mount(mount_request(
+            env.attrs(&[("objects", &objs)]),
+            Some(&secrets),
+            env.dir.path(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let want = std::fs::read(fixtures.join("kv-recorded.expected.pem")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.files[0].contents),
+        String::from_utf8_lossy(&want),
+        "the recorded Key Vault certificate comes out as upstream writes it"
+    );
+    assert!(
+        String::from_utf8_lossy(&want)
+            .contains(String::from_utf8_lossy(&r.files[1].contents).trim())
+    );
+}
