@@ -118,6 +118,8 @@ async fn service_principal_every_object_type_and_format() {
 async fn version_history_and_rotation() {
     let env = Env::start(&seed("[]", "none")).await;
     let admin = env.emu.admin();
+    // Key Vault's `created` has one-second resolution: keep the three versions in distinct seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let v2 = admin.set_secret("kv1", "secret1", "second").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // distinct `created` seconds
     let v3 = admin.set_secret("kv1", "secret1", "third").await.unwrap();
