@@ -258,3 +258,20 @@ async fn versions_follow_next_link_on_the_vault_only() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_share_one_challenge_and_token() {
+    let (script, base, http) = start().await;
+    let cred = Arc::new(CountingCredential::default());
+    let kv = Arc::new(client(http, &base, cred.clone()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let kv = kv.clone();
+        set.spawn(async move { kv.get_secret("present", "").await.map(|_| ()) });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(script.unauth.load(Ordering::SeqCst), 1);
+}

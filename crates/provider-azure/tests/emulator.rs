@@ -520,3 +520,79 @@ async fn recorded_key_vault_pfx_and_separate_files_through_the_emulator() {
             .contains(String::from_utf8_lossy(&r.files[1].contents).trim())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_cert_and_key_files_and_concurrent_fetching() {
+    let env = Env::start_with(&seed("[]", "none"), |c| {
+        c.render.write_cert_and_key_in_separate_files = true;
+        c.render.construct_pem_chain = false;
+        c.fetch_concurrency = 8;
+    })
+    .await;
+    let mut client = connect(&env.sock).await;
+    let objs = objects(&[
+        "objectName: cert1\nobjectAlias: tls\nobjectType: secret",
+        "objectName: cert1\nobjectAlias: tls.pfx\nobjectType: secret\nobjectFormat: pfx",
+        "objectName: secret1\nobjectType: secret",
+        "objectName: rsa1\nobjectType: key",
+    ]);
+    let secrets = sp_secrets(SP, SP_SECRET);
+    let r = client
+        .mount(mount_request(
+            env.attrs(&[("objects", &objs)]),
+            Some(&secrets),
+            env.dir.path(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let paths: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "tls.crt",
+            "tls.key",
+            "tls",
+            "tls.pfx.crt",
+            "tls.pfx.key",
+            "tls.pfx",
+            "secret1",
+            "rsa1"
+        ]
+    );
+    let text = |i: usize| String::from_utf8_lossy(&r.files[i].contents).to_string();
+    assert!(text(0).starts_with("-----BEGIN CERTIFICATE-----") && !text(0).contains("PRIVATE"));
+    assert!(text(1).starts_with("-----BEGIN PRIVATE KEY-----") && !text(1).contains("CERTIFICATE"));
+    assert_eq!(
+        text(2),
+        format!("{}{}", text(1), text(0)),
+        "main file = key then cert"
+    );
+    assert!(
+        r.files[3].contents.is_empty() && r.files[4].contents.is_empty(),
+        "pfx: empty .crt/.key as upstream"
+    );
+    let ids: Vec<&str> = r.object_version.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids[..3], ["secret/cert1", "secret/cert1", "secret/cert1"]);
+
+    // an alias colliding with a generated .crt file is refused, nothing returned
+    let objs = objects(&[
+        "objectName: cert1\nobjectAlias: tls\nobjectType: secret",
+        "objectName: secret1\nobjectAlias: tls.crt\nobjectType: secret",
+    ]);
+    let e = client
+        .mount(mount_request(
+            env.attrs(&[("objects", &objs)]),
+            Some(&secrets),
+            env.dir.path(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("two objects would write the same file \"tls.crt\""),
+        "{}",
+        e.message()
+    );
+}

@@ -71,6 +71,12 @@ pub struct Env {
 
 impl Env {
     pub async fn start(seed_yaml: &str) -> Env {
+        Self::start_with(seed_yaml, |_| {}).await
+    }
+
+    /// Starts with provider settings adjusted by `tweak` (flags such as
+    /// `--write-cert-and-key-in-separate-files`).
+    pub async fn start_with(seed_yaml: &str, tweak: impl FnOnce(&mut ProviderConfig)) -> Env {
         let emu = Emulator::start(EmulatorConfig::default().seed_yaml(seed_yaml).unwrap())
             .await
             .unwrap();
@@ -96,6 +102,7 @@ impl Env {
         cfg.node.imds = url::Url::parse(&emu.imds_url()).unwrap();
         cfg.node.nmi = url::Url::parse(&emu.nmi_url()).unwrap();
         cfg.keyvault.retry.base_delay = Duration::from_millis(50);
+        tweak(&mut cfg);
         let sock = dir.path().join("azure.sock");
         let server = Server::bind(ServerConfig::new(format!("unix://{}", sock.display()), cfg))
             .await
