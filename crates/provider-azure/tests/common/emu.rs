@@ -77,9 +77,20 @@ impl Env {
     /// Starts with provider settings adjusted by `tweak` (flags such as
     /// `--write-cert-and-key-in-separate-files`).
     pub async fn start_with(seed_yaml: &str, tweak: impl FnOnce(&mut ProviderConfig)) -> Env {
-        let emu = Emulator::start(EmulatorConfig::default().seed_yaml(seed_yaml).unwrap())
-            .await
-            .unwrap();
+        Self::start_full(seed_yaml, |c| c, tweak).await
+    }
+
+    /// Starts with both the emulator and the provider settings adjusted.
+    pub async fn start_full(
+        seed_yaml: &str,
+        emu_tweak: impl FnOnce(EmulatorConfig) -> EmulatorConfig,
+        tweak: impl FnOnce(&mut ProviderConfig),
+    ) -> Env {
+        let emu = Emulator::start(emu_tweak(
+            EmulatorConfig::default().seed_yaml(seed_yaml).unwrap(),
+        ))
+        .await
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, emu.ca_pem()).unwrap();
