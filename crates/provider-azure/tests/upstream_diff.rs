@@ -18,6 +18,20 @@ use std::time::{Duration, Instant};
 use common::emu::*;
 use common::*;
 
+/// Upstream's NMI port is fixed; the tests of this binary take turns on it.
+static PORT_2579: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn wait_for_port_2579() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpListener::bind("127.0.0.1:2579").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port 2579 (upstream's fixed NMI port) is busy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_files_as_the_upstream_go_provider() {
     let upstream = test_support::require_peer!(test_support::Peer::UpstreamAzureProvider);
@@ -37,10 +51,8 @@ async fn same_files_as_the_upstream_go_provider() {
         ),
         1,
     );
-    assert!(
-        std::net::TcpListener::bind("127.0.0.1:2579").is_ok(),
-        "port 2579 (upstream's fixed NMI port) is busy; this test needs it"
-    );
+    let _port = PORT_2579.lock().await;
+    wait_for_port_2579().await;
     let env = Env::start_full(
         &seed_yaml,
         |c| keyvault_emulator::EmulatorConfig {
@@ -132,4 +144,148 @@ async fn same_files_as_the_upstream_go_provider() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&theirs), ids(&ours));
+}
+
+fn spawn(
+    bin: &std::path::Path,
+    env: &Env,
+    name: &str,
+    flags: &[&str],
+) -> (std::process::Child, PathBuf) {
+    let sock = env.dir.path().join(format!("{name}.sock"));
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--endpoint=unix://{}", sock.display()))
+        .arg(format!("--healthz-port={}", test_support::free_port()))
+        .arg(format!("--prometheus-port={}", test_support::free_port()))
+        .args(flags)
+        .env("SSL_CERT_FILE", &env.ca_file)
+        .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", env.emu.imds_url());
+    let hosts = test_support::HostsOverride::new(&[(
+        &env.emu.vault_host("kv1"),
+        "127.0.0.1".parse::<IpAddr>().unwrap(),
+    )])
+    .unwrap();
+    let child = hosts
+        .wrap(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, sock)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// Both binaries with the same flags: separate cert/key files without chain construction,
+/// encodings and permissions; then version history, where upstream's off-by-one shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_files_with_flags_and_the_documented_history_difference() {
+    let upstream = test_support::require_peer!(test_support::Peer::UpstreamAzureProvider);
+    let ours_bin = PathBuf::from(env!("CARGO_BIN_EXE_secrets-store-provider-azure"));
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let chain = std::fs::read_to_string(fixtures.join("chain3-rsa.pfx.b64")).unwrap();
+    let seed_yaml = seed("[]", "none")
+        .replacen("    certificates:\n", &format!("    certificates:\n      - {{ name: chain, pfx_base64: \"{}\" }}\n", chain.trim()), 1)
+        .replacen(
+            "    secrets:\n",
+            "    secrets:\n      - { name: b64, value: \"AAECAwQ=\" }\n      - { name: hx, value: \"48657821\" }\n",
+            1,
+        );
+    let _port = PORT_2579.lock().await;
+    wait_for_port_2579().await;
+    let env = Env::start_full(
+        &seed_yaml,
+        |c| keyvault_emulator::EmulatorConfig {
+            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+            ..c
+        },
+        |_| {},
+    )
+    .await;
+    let flags = [
+        "--write-cert-and-key-in-separate-files=true",
+        "--construct-pem-chain=false",
+    ];
+    let (theirs_child, theirs_sock) = spawn(&upstream, &env, "upstream", &flags);
+    let (ours_child, ours_sock) = spawn(&ours_bin, &env, "ours", &flags);
+    let objs = objects(&[
+        "objectName: chain\nobjectType: secret",
+        "objectName: chain\nobjectAlias: c.pfx\nobjectType: secret\nobjectFormat: pfx",
+        "objectName: b64\nobjectType: secret\nobjectEncoding: base64\nfilePermission: \"0400\"",
+        "objectName: hx\nobjectType: secret\nobjectEncoding: HEX",
+        "objectName: cert1\nobjectAlias: dir/cert1\nobjectType: cert",
+    ]);
+    let attrs = env.attrs(&[("usePodIdentity", "true"), ("objects", &objs)]);
+    let theirs = connect(&theirs_sock)
+        .await
+        .mount(mount_request(attrs.clone(), None, env.dir.path()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ours = connect(&ours_sock)
+        .await
+        .mount(mount_request(attrs, None, env.dir.path()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(files(&theirs), files(&ours));
+    let ids = |r: &provider_proto::v1alpha1::MountResponse| {
+        r.object_version
+            .iter()
+            .map(|v| (v.id.clone(), v.version.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&theirs), ids(&ours));
+    assert_eq!(
+        ours.files
+            .iter()
+            .find(|f| f.path == "b64")
+            .unwrap()
+            .contents,
+        [0, 1, 2, 3, 4]
+    );
+
+    // objectVersionHistory: 2 with three versions — upstream returns 3 files (N+1), we return 2
+    let admin = env.emu.admin();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin.set_secret("kv1", "secret1", "second").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin.set_secret("kv1", "secret1", "third").await.unwrap();
+    let objs = objects(&["objectName: secret1\nobjectType: secret\nobjectVersionHistory: 2"]);
+    let attrs = env.attrs(&[("usePodIdentity", "true"), ("objects", &objs)]);
+    let theirs = connect(&theirs_sock)
+        .await
+        .mount(mount_request(attrs.clone(), None, env.dir.path()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ours = connect(&ours_sock)
+        .await
+        .mount(mount_request(attrs, None, env.dir.path()))
+        .await
+        .unwrap()
+        .into_inner();
+    stop(theirs_child);
+    stop(ours_child);
+    let paths = |r: &provider_proto::v1alpha1::MountResponse| {
+        r.files.iter().map(|f| f.path.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        paths(&theirs),
+        ["secret1/0", "secret1/1", "secret1/2"],
+        "upstream's N+1"
+    );
+    assert_eq!(paths(&ours), ["secret1/0", "secret1/1"]);
+    assert_eq!(files(&theirs)[..2], files(&ours)[..]);
 }
