@@ -289,3 +289,133 @@ async fn same_files_with_flags_and_the_documented_history_difference() {
     assert_eq!(paths(&ours), ["secret1/0", "secret1/1"]);
     assert_eq!(files(&theirs)[..2], files(&ours)[..]);
 }
+
+/// Refusals where we keep upstream's text: the same message from both binaries (upstream answers
+/// with code Unknown, we with a specific code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_error_texts_as_upstream() {
+    let upstream = test_support::require_peer!(test_support::Peer::UpstreamAzureProvider);
+    let ours_bin = PathBuf::from(env!("CARGO_BIN_EXE_secrets-store-provider-azure"));
+    let _port = PORT_2579.lock().await;
+    wait_for_port_2579().await;
+    let env = Env::start_full(
+        &seed("[]", "none"),
+        |c| keyvault_emulator::EmulatorConfig {
+            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+            ..c
+        },
+        |_| {},
+    )
+    .await;
+    let (theirs_child, theirs_sock) = spawn(&upstream, &env, "upstream", &[]);
+    let (ours_child, ours_sock) = spawn(&ours_bin, &env, "ours", &[]);
+    let ok = objects(&["objectName: secret1\nobjectType: secret"]);
+    let obj = |body: &str| objects(&[body]);
+    let pi = ("usePodIdentity", "true");
+    let mut cases: Vec<(String, Option<&str>)> = vec![
+        (
+            driver_attributes(&[
+                ("keyvaultName", "kv1"),
+                ("tenantId", "t"),
+                ("objects", &ok),
+                ("usePodIdentity", "tru"),
+            ]),
+            None,
+        ),
+        (
+            driver_attributes(&[
+                ("keyvaultName", "kv1"),
+                ("tenantId", "t"),
+                ("objects", &ok),
+                pi,
+                ("useVMManagedIdentity", "true"),
+            ]),
+            None,
+        ),
+        (
+            driver_attributes(&[("tenantId", "t"), ("objects", &ok), pi]),
+            None,
+        ),
+        (
+            driver_attributes(&[("keyvaultName", "kv1"), ("objects", &ok), pi]),
+            None,
+        ),
+        (
+            driver_attributes(&[("keyvaultName", "kv1"), ("tenantId", "t"), ("objects", &ok)]),
+            None,
+        ),
+        (
+            driver_attributes(&[("keyvaultName", "kv1"), ("tenantId", "t"), ("objects", &ok)]),
+            Some(r#"{"clientsecret":"x"}"#),
+        ),
+        (
+            driver_attributes(&[("keyvaultName", "kv1"), ("tenantId", "t"), ("objects", &ok)]),
+            Some(r#"{"clientid":"x"}"#),
+        ),
+        (
+            driver_attributes(&[("keyvaultName", "kv1"), ("tenantId", "t"), pi]),
+            None,
+        ),
+        (
+            driver_attributes(&[
+                ("keyvaultName", "kv1"),
+                ("tenantId", "t"),
+                ("cloudName", "AzureCloud1"),
+                ("objects", &ok),
+                pi,
+            ]),
+            None,
+        ),
+        (
+            driver_attributes(&[
+                ("keyvaultName", "kv"),
+                ("tenantId", "t"),
+                ("objects", &ok),
+                pi,
+            ]),
+            None,
+        ),
+        (
+            driver_attributes(&[
+                ("keyvaultName", "kv_1"),
+                ("tenantId", "t"),
+                ("objects", &ok),
+                pi,
+            ]),
+            None,
+        ),
+    ];
+    for body in [
+        "objectName: a\nobjectType: secret\nobjectFormat: pkcs",
+        "objectName: a\nobjectType: secret\nobjectEncoding: utf-16",
+        "objectName: a\nobjectType: cert\nobjectFormat: pfx",
+        "objectName: a\nobjectType: key\nobjectEncoding: base64",
+        "objectName: a\nobjectAlias: /abs\nobjectType: secret",
+        "objectName: a\nobjectAlias: x/../y\nobjectType: secret",
+    ] {
+        cases.push((
+            driver_attributes(&[
+                ("keyvaultName", "kv1"),
+                ("tenantId", "t"),
+                ("objects", &obj(body)),
+                pi,
+            ]),
+            None,
+        ));
+    }
+    for (attrs, secrets) in cases {
+        let t = connect(&theirs_sock)
+            .await
+            .mount(mount_request(attrs.clone(), secrets, env.dir.path()))
+            .await
+            .unwrap_err();
+        let o = connect(&ours_sock)
+            .await
+            .mount(mount_request(attrs.clone(), secrets, env.dir.path()))
+            .await
+            .unwrap_err();
+        assert_eq!(o.message(), t.message(), "attributes: {attrs}");
+    }
+    stop(theirs_child);
+    stop(ours_child);
+}
