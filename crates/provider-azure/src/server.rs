@@ -155,6 +155,35 @@ impl CsiDriverProvider for Service {
     }
 }
 
+// === impl AlwaysServing ===
+
+/// `grpc.health.v1.Health` as upstream's: `Check` answers SERVING for any service name while the
+/// process serves; `Watch` is not implemented.
+#[derive(Clone, Copy, Debug)]
+pub struct AlwaysServing;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for AlwaysServing {
+    async fn check(
+        &self,
+        _req: Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<Response<tonic_health::pb::HealthCheckResponse>, Status> {
+        Ok(Response::new(tonic_health::pb::HealthCheckResponse {
+            status: tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+        }))
+    }
+
+    type WatchStream =
+        futures::stream::Empty<Result<tonic_health::pb::HealthCheckResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _req: Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("watch is not implemented"))
+    }
+}
+
 // === impl Server ===
 
 enum Listener {
@@ -287,10 +316,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<CsiDriverProviderServer<Service>>()
-            .await;
+        let health_service = tonic_health::pb::health_server::HealthServer::new(AlwaysServing);
         let svc = CsiDriverProviderServer::new(Service::new(self.provider.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

@@ -255,6 +255,32 @@ async fn version_mount_health_metrics_and_shutdown_over_the_socket() {
     );
     assert!(resp.error.is_none());
 
+    // gRPC health answers SERVING for any service name, as upstream
+    let ch = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn({
+            let sock = sock.clone();
+            move |_: tonic::transport::Uri| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
+            }
+        }))
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    for name in ["", "v1alpha1.CSIDriverProvider", "anything"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: name.into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().status, 1, "SERVING for {name:?}");
+    }
+
     // /healthz goes through gRPC health on the socket
     let http = entra_auth::build_client(&Default::default()).unwrap();
     let body = http
