@@ -19,7 +19,6 @@ pub mod events;
 pub mod metrics;
 pub mod mounter;
 pub mod node;
-pub mod pkcs12;
 pub mod pod_status;
 pub mod provider;
 pub mod secret;

@@ -29,7 +29,7 @@ fn blocks_or_pkcs12(input: &SecretBytes) -> (Vec<pem::Pem>, String) {
     if !pem_blocks.is_empty() {
         return (pem_blocks, "not tried, the object is PEM".into());
     }
-    match crate::pkcs12::decode(input.expose()) {
+    match pfx::decode_split(input.expose()) {
         Ok(d) => {
             let mut out: Vec<pem::Pem> = d
                 .keys

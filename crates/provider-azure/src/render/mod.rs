@@ -3,7 +3,7 @@
 pub mod chain;
 pub mod keys;
 pub mod pem;
-pub mod pkcs12;
+pub use pfx as pkcs12;
 
 use base64::Engine as _;
 use keyvault_client::{CertificateBundle, KeyBundle, SecretBundle, last_segment};

@@ -1,10 +1,11 @@
-//! A PKCS#12 (PFX) reader for what Key Vault returns for certificate-backed secrets.
+//! A PKCS#12 (PFX) reader for what Key Vault returns for certificate-backed secrets, shared by the
+//! Azure provider (PFX → PEM) and the driver (`kubernetes.io/tls` sync from a PFX object).
 //!
 //! Why by hand: Key Vault's PFX uses pbeWithSHA1And3-KeyTripleDES-CBC (older ones RC2-40 for the
 //! certificate bag), a SHA-1 MAC and the *zero-length* password without the BMP NUL terminator.
 //! The high-level crates always append the terminator and fail the MAC (p12-keystore, p12), so
 //! this module uses the RustCrypto `pkcs12` ASN.1 types and KDF and does the small rest itself:
-//! MAC check (zero-length password first, then the terminated empty password, as Go does), PBE
+//! MAC check (SHA-1, or SHA-256 as OpenSSL 3 writes; zero-length password first, then the terminated empty password, as Go does), PBE
 //! decryption (3DES, RC2-40, RC2-128), bag walking. Every length, count and iteration number is
 //! bounded; malformed input yields an error, never a panic.
 
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 const ID_ENCRYPTED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.6");
 const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
+const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const PBE_SHA1_3DES: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.3");
 const PBE_SHA1_RC2_128: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.5");
 const PBE_SHA1_RC2_40: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.6");
@@ -41,6 +43,38 @@ const MAX_PFX_BYTES: usize = 1 << 20;
 const MAX_ITERATIONS: i32 = 600_000;
 /// Bag count cap.
 const MAX_BAGS: usize = 256;
+
+/// Keys and certificates of a PFX, each list in bag order.
+#[derive(Default)]
+pub struct Decoded {
+    /// PKCS#8 `PrivateKeyInfo` DER, as stored.
+    pub keys: Vec<Zeroizing<Vec<u8>>>,
+    /// X.509 certificate DER.
+    pub certs: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Decoded {{ keys: <{} redacted>, certs: {} }}",
+            self.keys.len(),
+            self.certs.len()
+        )
+    }
+}
+
+/// Decodes a PFX with the empty password into its keys and its certificates.
+pub fn decode_split(pfx_der: &[u8]) -> Result<Decoded, Pkcs12Error> {
+    let mut out = Decoded::default();
+    for item in decode(pfx_der)? {
+        match item {
+            Pkcs12Item::Key(k) => out.keys.push(k),
+            Pkcs12Item::Cert(c) => out.certs.push(c),
+        }
+    }
+    Ok(out)
+}
 
 /// One item of the PFX, in bag order.
 pub enum Pkcs12Item {
@@ -118,31 +152,32 @@ pub fn decode(pfx_der: &[u8]) -> Result<Vec<Pkcs12Item>, Pkcs12Error> {
         what: "PFX",
         reason: "no MAC".into(),
     })?;
-    if mac.mac.algorithm.oid != ID_SHA1 {
+    let alg = mac.mac.algorithm.oid;
+    if alg != ID_SHA1 && alg != ID_SHA256 {
         return Err(Pkcs12Error::Unsupported {
             what: "MAC",
-            oid: mac.mac.algorithm.oid.to_string(),
+            oid: alg.to_string(),
         });
     }
     check_iterations(mac.iterations)?;
     // Zero-length password first (what Key Vault and Java use), then the BMP-terminated empty
     // password (what OpenSSL/Go write for "").
     let candidates: [&[u8]; 2] = [&[], &[0, 0]];
+    let salt = mac.mac_salt.as_bytes();
+    let want = mac.mac.digest.as_bytes();
     let password = candidates
         .into_iter()
         .find(|pw| {
-            let key = derive_key::<Sha1>(
-                pw,
-                mac.mac_salt.as_bytes(),
-                Pkcs12KeyType::Mac,
-                mac.iterations,
-                20,
-            );
-            let Ok(mut h) = <Hmac<Sha1> as KeyInit>::new_from_slice(&key) else {
-                return false;
-            };
-            h.update(data);
-            h.verify_slice(mac.mac.digest.as_bytes()).is_ok()
+            if alg == ID_SHA1 {
+                let key = derive_key::<Sha1>(pw, salt, Pkcs12KeyType::Mac, mac.iterations, 20);
+                <Hmac<Sha1> as KeyInit>::new_from_slice(&key)
+                    .is_ok_and(|h| h.chain_update(data).verify_slice(want).is_ok())
+            } else {
+                let key =
+                    derive_key::<sha2::Sha256>(pw, salt, Pkcs12KeyType::Mac, mac.iterations, 32);
+                <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key)
+                    .is_ok_and(|h| h.chain_update(data).verify_slice(want).is_ok())
+            }
         })
         .ok_or(Pkcs12Error::BadPassword)?;
 
