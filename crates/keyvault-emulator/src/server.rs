@@ -82,6 +82,8 @@ pub(crate) fn spawn_https(
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            // Small request/response exchanges: no Nagle delay (HTTP/2 clients felt it).
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let shared = shared.clone();
             conns.spawn(async move {
@@ -123,6 +125,8 @@ pub(crate) fn spawn_plain(
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            // Small request/response exchanges: no Nagle delay (HTTP/2 clients felt it).
+            let _ = tcp.set_nodelay(true);
             let shared = shared.clone();
             conns.spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
