@@ -240,6 +240,40 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         );
     }
 
+    // Every flag the chart passes parses in our binaries (kubelet's $(VAR) expansion applied).
+    for (ds, container, binary) in [
+        (
+            "secrets-store-csi-driver",
+            "secrets-store",
+            "secrets-store-csi-driver",
+        ),
+        (
+            "csi-secrets-store-provider-azure",
+            "provider-azure-installer",
+            "secrets-store-provider-azure",
+        ),
+    ] {
+        for objects in [&defaults, &full] {
+            let args: Vec<String> = container_args(find(objects, "DaemonSet", ds), container)
+                .into_iter()
+                .map(|a| {
+                    a.replace("$(CSI_ENDPOINT)", "unix:///csi/csi.sock")
+                        .replace("$(KUBE_NODE_NAME)", "node-1")
+                })
+                .collect();
+            let out = Command::new(e2e::workspace_binary(binary))
+                .args(&args)
+                .arg("--version")
+                .output()
+                .expect("run the binary");
+            assert!(
+                out.status.success(),
+                "{binary} refuses the chart's flags {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     // The driver chart also installs on its own.
     let driver_only = render(&helm_bin, DRIVER_CHART, &[]);
     validate_against_apiserver(&plane.client(), &driver_only).await;
