@@ -27,6 +27,7 @@ pub mod credential;
 pub mod http;
 pub mod retry;
 pub mod secret;
+pub mod token_cache;
 
 pub use challenge::{Challenge, ChallengeError};
 pub use cloud::{Cloud, CloudError};
@@ -38,3 +39,4 @@ pub use credential::{
 pub use http::{HttpError, HttpOptions, build_client};
 pub use retry::RetryPolicy;
 pub use secret::Secret;
+pub use token_cache::{CachedCredential, PrincipalKey, TokenCache, TokenCacheStats};

@@ -17,10 +17,12 @@
 //! - `nextLink` is only followed on the vault's own scheme/host/port, so a token never goes to
 //!   another host.
 
+pub mod cache;
 mod client;
 mod error;
 mod model;
 
+pub use cache::{CacheOptions, CacheStats, CachingConnector, ObjectCache};
 pub use client::{API_VERSION, ClientOptions, HttpConnector, HttpKeyVault};
 pub use error::KvError;
 pub use model::{

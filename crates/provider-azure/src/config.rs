@@ -72,6 +72,11 @@ pub struct Args {
     /// Timeout of one Key Vault HTTP attempt (Go duration).
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub keyvault_timeout: Duration,
+    /// Reuse tokens and Key Vault answers across mounts of the same identity for this long (Go
+    /// duration; default 2m, the driver's rotation poll interval); 0 fetches everything on every
+    /// mount, as upstream.
+    #[arg(long, default_value = "2m", value_parser = parse_go_duration)]
+    pub cache_ttl: Duration,
 }
 
 /// Go-style argv: `-endpoint=x` → `--endpoint=x` (but `-v=5` stays).
@@ -166,6 +171,7 @@ impl Args {
                 ..Default::default()
             },
             fetch_concurrency: self.fetch_concurrency.max(1),
+            cache_ttl: self.cache_ttl,
         };
         let any = |port: u16| {
             (port != 0).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
@@ -204,6 +210,16 @@ mod tests {
         );
         assert_eq!(a.healthz_timeout, Duration::from_secs(5));
         assert_eq!(a.cloud_name, "AzurePublicCloud");
+        assert_eq!(a.cache_ttl, Duration::from_secs(120));
+        assert_eq!(
+            a.server_config().unwrap().provider.cache_ttl,
+            Duration::from_secs(120)
+        );
+        assert_eq!(parse(&["--cache-ttl=0"]).cache_ttl, Duration::ZERO);
+        assert_eq!(
+            parse(&["-cache-ttl=30s"]).cache_ttl,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! Identity-scoped caching and coalescing (issue 7), counted by keyvault-emulator: the provider
+//! runs in-process behind its gRPC socket, the emulator counts every Key Vault and Entra request.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::emu::*;
+use common::*;
+use keyvault_emulator::{AdminClient, CounterFilter};
+use provider_proto::v1alpha1::MountResponse;
+
+async fn count(admin: &AdminClient, op: &str, status: Option<u16>) -> u64 {
+    let mut f = CounterFilter::operation(op);
+    if let Some(s) = status {
+        f = f.status(s);
+    }
+    admin.request_count(f).await.unwrap()
+}
+
+async fn mount(
+    env: &Env,
+    objs: &[&str],
+    client: (&str, &str),
+) -> Result<MountResponse, tonic::Status> {
+    let objs = objects(objs);
+    let secrets = sp_secrets(client.0, client.1);
+    connect(&env.sock)
+        .await
+        .mount(mount_request(
+            env.attrs(&[("objects", &objs)]),
+            Some(&secrets),
+            env.dir.path(),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn start(ttl: Duration) -> Env {
+    Env::start_with(&seed("[]", "none"), |c| c.cache_ttl = ttl).await
+}
+
+const SECRET1: &str = "objectName: secret1\nobjectType: secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_request_per_identity_and_secret() {
+    let env = start(Duration::from_secs(120)).await;
+    let admin = env.emu.admin();
+    for i in 0..10 {
+        admin
+            .set_secret("kv1", &format!("s{i}"), &format!("value-{i}"))
+            .await
+            .unwrap();
+    }
+    admin.reset_counters().await.unwrap();
+
+    // ten mounts of one identity, each of an object no other mount asked for: ten GETs, one token
+    for i in 0..10 {
+        let obj = format!("objectName: s{i}\nobjectType: secret");
+        let r = mount(&env, &[&obj], (SP, SP_SECRET)).await.unwrap();
+        assert_eq!(r.files[0].contents, format!("value-{i}").as_bytes());
+    }
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 10);
+    assert_eq!(count(&admin, "Token", None).await, 1);
+
+    // the same client id with another (wrong) secret: its own token request, which fails
+    let e = mount(
+        &env,
+        &["objectName: s0\nobjectType: secret"],
+        (SP, "not-the-secret"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
+    assert!(!e.message().contains("value-0"));
+    assert_eq!(count(&admin, "Token", None).await, 2);
+    assert_eq!(count(&admin, "Token", Some(200)).await, 1);
+    // ... and again: a failure is not cached
+    mount(&env, &[SECRET1], (SP, "not-the-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(count(&admin, "Token", None).await, 3);
+
+    // another identity: its own token
+    mount(
+        &env,
+        &["objectName: s1\nobjectType: secret"],
+        (OUTSIDER, OUTSIDER_SECRET),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(count(&admin, "Token", Some(200)).await, 2);
+
+    // the first identity still uses its cached token
+    mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    assert_eq!(count(&admin, "Token", Some(200)).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_mounts_make_one_get_per_object() {
+    let env = std::sync::Arc::new(start(Duration::from_secs(120)).await);
+    let admin = env.emu.admin();
+    admin.reset_counters().await.unwrap();
+    let class: &[&str] = &[
+        SECRET1,
+        "objectName: rsa1\nobjectType: key",
+        "objectName: cert1\nobjectType: cert",
+    ];
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let env = env.clone();
+            tokio::spawn(async move { mount(&env, class, (SP, SP_SECRET)).await })
+        })
+        .collect();
+    let mut first: Option<Vec<(String, i32, Vec<u8>)>> = None;
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        let f = files(&r);
+        assert_eq!(f.len(), 3);
+        match &first {
+            None => first = Some(f),
+            Some(x) => assert_eq!(x, &f),
+        }
+    }
+    for op in ["GetSecret", "GetKey", "GetCertificate"] {
+        assert_eq!(count(&admin, op, Some(200)).await, 1, "{op}");
+        // plus at most the unauthenticated challenge probe of the connection that fetched it
+        assert!(count(&admin, op, None).await <= 2, "{op}");
+    }
+    assert_eq!(count(&admin, "Token", None).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_without_access_is_refused_while_anothers_entry_is_cached() {
+    let env = start(Duration::from_secs(120)).await;
+    let admin = env.emu.admin();
+    let a = mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    assert_eq!(a.files[0].contents, SEEDED_SECRET.as_bytes());
+    admin.reset_counters().await.unwrap();
+
+    // B has a valid credential but no access to kv1: Key Vault answers 403, nothing from A's entry
+    let e = mount(&env, &[SECRET1], (OUTSIDER, OUTSIDER_SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    assert!(!e.message().contains(SEEDED_SECRET));
+    assert_eq!(count(&admin, "GetSecret", Some(403)).await, 1);
+    // twice: refusals are not cached either
+    mount(&env, &[SECRET1], (OUTSIDER, OUTSIDER_SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(count(&admin, "GetSecret", Some(403)).await, 2);
+
+    // A is still served from the cache
+    let a2 = mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    assert_eq!(files(&a2), files(&a));
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_version_is_picked_up_after_the_ttl() {
+    let ttl = Duration::from_secs(2);
+    let env = start(ttl).await;
+    let admin = env.emu.admin();
+    let v1 = mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    assert_eq!(v1.files[0].contents, SEEDED_SECRET.as_bytes());
+    let started = std::time::Instant::now();
+    let new_version = admin.set_secret("kv1", "secret1", "rotated").await.unwrap();
+
+    // within the TTL the cached answer stands (this is what saves the calls) ...
+    let cached = mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    if started.elapsed() < ttl {
+        assert_eq!(cached.files[0].contents, SEEDED_SECRET.as_bytes());
+        assert_eq!(cached.object_version, v1.object_version);
+    }
+    // ... and after it the new version is read
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let v2 = mount(&env, &[SECRET1], (SP, SP_SECRET)).await.unwrap();
+    assert_eq!(v2.files[0].contents, b"rotated");
+    assert_eq!(v2.object_version[0].version, new_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_off_fetches_on_every_mount_as_upstream() {
+    let env = start(Duration::ZERO).await;
+    let admin = env.emu.admin();
+    admin.reset_counters().await.unwrap();
+    for _ in 0..5 {
+        let r = mount(
+            &env,
+            &[SECRET1, "objectName: rsa1\nobjectType: key"],
+            (SP, SP_SECRET),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.files.len(), 2);
+    }
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 5);
+    assert_eq!(count(&admin, "GetKey", Some(200)).await, 5);
+    // one challenge and one token per mount, as upstream's per-mount client
+    assert_eq!(count(&admin, "Token", None).await, 5);
+    assert_eq!(count(&admin, "GetSecret", Some(401)).await, 5);
+}
