@@ -300,7 +300,7 @@ impl ObjectCache {
             Ok(v) => {
                 let stored = Instant::now();
                 let ttl = match key.op {
-                    Op::Get(_) if !key.version.is_empty() => self.options.pinned_ttl,
+                    Op::Get(_) if is_pinned(&key.version) => self.options.pinned_ttl,
                     _ => self.options.ttl,
                 };
                 let bytes = v.size();
@@ -400,13 +400,15 @@ impl CachedKeyVault {
             vault: self.vault.clone(),
             op,
             name: name.to_owned(),
-            version: if version == "latest" {
-                String::new()
-            } else {
-                version.to_owned()
-            },
+            // "latest" spelled out stays its own key: the inner client sends it as given.
+            version: version.to_owned(),
         }
     }
+}
+
+/// A concrete version id (immutable in Key Vault), not "" or "latest".
+fn is_pinned(version: &str) -> bool {
+    !version.is_empty() && !version.eq_ignore_ascii_case("latest")
 }
 
 fn mismatch() -> KvError {
@@ -616,12 +618,13 @@ mod tests {
         assert_eq!((s.misses, s.hits), (1, 99));
         assert!(s.coalesced >= 90, "{s:?}");
 
-        // "latest" spelled out is the same entry; another principal is not served from it
-        kvs[0].get_secret("s", "latest").await.unwrap();
+        // another principal is not served from it
+        kvs[0].get_secret("s", "").await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
         let b = c.connect_as(&url, Arc::new(NoCred), principal("b"));
         b.get_secret("s", "").await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert!(is_pinned("abc123") && !is_pinned("") && !is_pinned("Latest"));
         // uncached path
         c.connect(&url, Arc::new(NoCred))
             .get_secret("s", "")
