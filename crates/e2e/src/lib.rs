@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 /// Path of a binary built from this workspace, next to the test executable's `deps/` folder.
 /// `cargo test --workspace` builds every binary before any test runs; when a test of this crate
-/// runs alone, the binary is built here with the same cargo and target folder.
+/// runs alone and the binary is missing, it is built here with the same cargo and target folder.
+/// A binary left over from an older build is used as it is: run `cargo build --workspace --bins`
+/// (or the whole suite) after changing a binary's crate.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let dir = exe

@@ -231,6 +231,7 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         "--construct-pem-chain=false",
         "--write-cert-and-key-in-separate-files=true",
         "--cloud-name=AzureStackCloud",
+        "--cache-ttl=90s",
         "--healthz-port=8990",
         "--prometheus-port=8899",
     ] {
