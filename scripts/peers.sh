@@ -149,7 +149,7 @@ install_python() {
   log "creating the Python virtualenv with the official Azure SDK"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
+  "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "${pins[@]}"
   stamp python "$want"
 }
 

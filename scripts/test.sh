@@ -9,6 +9,17 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
 
+# A cold build of the workspace and its peers needs several GiB; say so plainly instead of failing
+# half-way with ENOSPC inside pip, go or rustc.
+free_kib=$(df -Pk "$root" | awk 'NR==2 {print $4}')
+if [ "${free_kib:-0}" -lt $((3 * 1024 * 1024)) ]; then
+  echo "error: only $((free_kib / 1024)) MiB free on the filesystem of $root; the build needs at least 3 GiB" >&2
+  echo "       (about 10 GiB for a cold build). Free space, e.g. 'cargo clean' in old work trees." >&2
+  exit 1
+elif [ "$free_kib" -lt $((10 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kib / 1024)) MiB free on the filesystem of $root; a cold build needs about 10 GiB" >&2
+fi
+
 step "installing test peers (scripts/peers.sh)"
 bash scripts/peers.sh
 

@@ -13,6 +13,7 @@ use crate::model::{
     CertificateBundle, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem, WireCert,
     WireErrorBody, WireKey, WireList, WireSecret,
 };
+use crate::throttle::{PacingOptions, VaultRegistry, VaultShared};
 use crate::{Connector, KeyVault, KvError};
 
 /// The REST API version (as the upstream provider's SDK modules).
@@ -31,6 +32,12 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Check that the challenge resource is a parent domain of the vault host (default true).
     pub verify_challenge_resource: bool,
+    /// Per-vault pacing and the shared `Retry-After` gate ([`PacingOptions::off`] = upstream's
+    /// per-request retries only).
+    pub pacing: PacingOptions,
+    /// With pacing on, how long one request keeps waiting out `429`s (at the shared gate) before
+    /// it fails; such waits do not use up `retry`.
+    pub throttle_budget: Duration,
 }
 
 impl Default for ClientOptions {
@@ -39,32 +46,89 @@ impl Default for ClientOptions {
             call_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             verify_challenge_resource: true,
+            pacing: PacingOptions::default(),
+            throttle_budget: Duration::from_secs(60),
         }
     }
 }
 
-/// Connects [`HttpKeyVault`]s sharing one HTTP client.
-#[derive(Clone, Debug)]
+/// Told about every Key Vault HTTP exchange and every wait at a vault's pacer; the provider turns
+/// these into Prometheus series. Labels are bounded: an operation name and a status label.
+pub trait RequestObserver: Send + Sync {
+    /// One HTTP attempt ended: `operation` is `get_secret`, `get_key`, `get_certificate` or
+    /// `list_versions`; `status` is [`status_label`] of the answer, or `timeout` / `transport`.
+    fn response(&self, operation: &'static str, status: &'static str);
+    /// A request waited this long for its vault's pacer or gate.
+    fn throttle_wait(&self, waited: Duration);
+}
+
+/// A bounded label for an HTTP status.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Connects [`HttpKeyVault`]s sharing one HTTP client and, per vault, one pacer and the
+/// challenge scope.
+#[derive(Clone)]
 pub struct HttpConnector {
     http: reqwest::Client,
     options: ClientOptions,
+    vaults: Arc<VaultRegistry>,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+impl std::fmt::Debug for HttpConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConnector")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpConnector {
     /// A connector over `http` (see [`entra_auth::build_client`]).
     pub fn new(http: reqwest::Client, options: ClientOptions) -> Self {
-        Self { http, options }
+        Self {
+            http,
+            options,
+            vaults: Arc::default(),
+            observer: None,
+        }
+    }
+
+    /// Reports every exchange and pacer wait to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 
 impl Connector for HttpConnector {
     fn connect(&self, vault_url: &Url, credential: Arc<dyn TokenCredential>) -> Arc<dyn KeyVault> {
-        Arc::new(HttpKeyVault::new(
+        let mut kv = HttpKeyVault::new(
             self.http.clone(),
             vault_url.clone(),
             credential,
             self.options,
-        ))
+        );
+        kv.shared = self.vaults.get(&kv.base_str, self.options.pacing);
+        kv.observer.clone_from(&self.observer);
+        Arc::new(kv)
     }
 }
 
@@ -80,6 +144,9 @@ pub struct HttpKeyVault {
     /// Held by the one request that answers the challenge while no token is cached, so that
     /// concurrent first requests wait for its token instead of each fetching their own.
     gate: Mutex<()>,
+    /// Pacer and challenge scope of the vault, shared with the connector's other clients.
+    shared: Arc<VaultShared>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl std::fmt::Debug for HttpKeyVault {
@@ -119,9 +186,11 @@ impl HttpKeyVault {
             base,
             base_str,
             credential,
-            options,
             auth: Mutex::new(None),
             gate: Mutex::new(()),
+            shared: Arc::new(VaultShared::new(options.pacing)),
+            observer: None,
+            options,
         }
     }
 
@@ -165,26 +234,51 @@ impl HttpKeyVault {
             challenge.verify(self.base.host_str().unwrap_or(""))?;
         }
         let scope = challenge.scope();
+        self.shared.set_scope(&scope);
+        self.fetch_token(scope).await
+    }
+
+    async fn fetch_token(&self, scope: String) -> Result<String, KvError> {
         let token = self.credential.get_token(&scope).await?;
         let bearer = token.token.expose().to_owned();
         *self.auth.lock().await = Some((scope, token));
         Ok(bearer)
     }
 
-    /// GET with challenge handling, timeouts and retries; returns the 200 body.
-    async fn get(&self, url: &Url) -> Result<Vec<u8>, KvError> {
+    fn observe(&self, operation: &'static str, status: &'static str) {
+        if let Some(o) = &self.observer {
+            o.response(operation, status);
+        }
+    }
+
+    /// GET with challenge handling, pacing, timeouts and retries; returns the 200 body.
+    async fn get(&self, operation: &'static str, url: &Url) -> Result<Vec<u8>, KvError> {
         let mut bearer = self.cached_token().await;
         let mut gate = None;
         if bearer.is_none() {
-            gate = Some(self.gate.lock().await);
+            let held = self.gate.lock().await;
             bearer = self.cached_token().await;
-            if bearer.is_some() {
-                gate = None;
+            if bearer.is_none() {
+                match self.shared.scope() {
+                    // The vault's scope is known from an earlier client: no unauthenticated probe.
+                    Some(scope) => bearer = Some(self.fetch_token(scope).await?),
+                    // Hold the gate over the probe, so concurrent first requests share its token.
+                    None => gate = Some(held),
+                }
             }
         }
+        let started = tokio::time::Instant::now();
         let mut challenged = false;
         let mut attempt = 0u32;
         loop {
+            if let Some(p) = &self.shared.pacer {
+                let waited = p.acquire().await;
+                if !waited.is_zero()
+                    && let Some(o) = &self.observer
+                {
+                    o.throttle_wait(waited);
+                }
+            }
             let mut req = self
                 .http
                 .get(url.clone())
@@ -195,6 +289,20 @@ impl HttpKeyVault {
             let (retryable, server_delay) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    self.observe(operation, status_label(status));
+                    if let Some(p) = &self.shared.pacer {
+                        if status == 429 {
+                            let delay = retry_after(resp.headers());
+                            p.throttled(delay);
+                            let wait = delay.unwrap_or(Duration::ZERO);
+                            if started.elapsed() + wait <= self.options.throttle_budget {
+                                tracing::debug!(vault = %self.base_str, delay_ms = wait.as_millis() as u64, "Key Vault throttled; waiting at the vault's gate");
+                                continue;
+                            }
+                        } else {
+                            p.succeeded();
+                        }
+                    }
                     match status {
                         200 => {
                             drop(gate);
@@ -231,8 +339,14 @@ impl HttpKeyVault {
                         }
                     }
                 }
-                Err(e) if e.is_timeout() => (Ok(KvError::Timeout(self.options.call_timeout)), None),
-                Err(e) => (Ok(KvError::Transport(transport_reason(&e))), None),
+                Err(e) if e.is_timeout() => {
+                    self.observe(operation, "timeout");
+                    (Ok(KvError::Timeout(self.options.call_timeout)), None)
+                }
+                Err(e) => {
+                    self.observe(operation, "transport");
+                    (Ok(KvError::Transport(transport_reason(&e))), None)
+                }
             };
             attempt += 1;
             match self.options.retry.delay(attempt, server_delay) {
@@ -289,7 +403,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<SecretBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Secret, name, version)?;
-            let body = zeroize::Zeroizing::new(self.get(&url).await?);
+            let body = zeroize::Zeroizing::new(self.get("get_secret", &url).await?);
             let w: WireSecret = parse(&body)?;
             Ok(SecretBundle {
                 id: w.id,
@@ -307,7 +421,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<KeyBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Key, name, version)?;
-            let w: WireKey = parse(&self.get(&url).await?)?;
+            let w: WireKey = parse(&self.get("get_key", &url).await?)?;
             Ok(KeyBundle { key: w.key })
         })
     }
@@ -319,7 +433,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<CertificateBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Certificate, name, version)?;
-            let w: WireCert = parse(&self.get(&url).await?)?;
+            let w: WireCert = parse(&self.get("get_certificate", &url).await?)?;
             let cer = match w.cer {
                 Some(c) => Some(
                     base64::engine::general_purpose::STANDARD
@@ -341,7 +455,7 @@ impl KeyVault for HttpKeyVault {
             let mut url = self.object_url(kind, name, "versions")?;
             let mut out = Vec::new();
             for _ in 0..MAX_PAGES {
-                let page: WireList = parse(&self.get(&url).await?)?;
+                let page: WireList = parse(&self.get("list_versions", &url).await?)?;
                 for item in page.value {
                     let id = match kind {
                         ObjectKind::Key => item.kid.or(item.id),

@@ -12,6 +12,10 @@
 //!   a later `401` re-runs the challenge once.
 //! - Per-call timeout; bounded retries with jitter on transport errors and 408/429/5xx, honouring
 //!   `Retry-After` / `retry-after-ms` (a requested delay over 60 s is not waited for).
+//! - Per vault and process ([`throttle`]): a token bucket, and on `429` a gate every mount waits
+//!   at until `Retry-After` has passed, with the rate halved and then recovering (AIMD). The
+//!   challenge scope is remembered per vault, so only a vault's first client sends the
+//!   unauthenticated probe.
 //! - Errors classified ([`KvError::kind`]): not found, forbidden, throttled, authentication
 //!   failed, server error, timeout, transport, bad response.
 //! - `nextLink` is only followed on the vault's own scheme/host/port, so a token never goes to
@@ -21,10 +25,14 @@ pub mod cache;
 mod client;
 mod error;
 mod model;
+pub mod throttle;
 
 pub use cache::{CacheOptions, CacheStats, CachingConnector, ObjectCache};
-pub use client::{API_VERSION, ClientOptions, HttpConnector, HttpKeyVault};
+pub use client::{
+    API_VERSION, ClientOptions, HttpConnector, HttpKeyVault, RequestObserver, status_label,
+};
 pub use error::KvError;
+pub use throttle::PacingOptions;
 pub use model::{
     CertificateBundle, Jwk, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem,
     last_segment,

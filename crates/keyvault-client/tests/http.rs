@@ -14,7 +14,10 @@ use axum::routing::get;
 use entra_auth::{
     AccessToken, AuthError, BoxFuture, CredentialIdentity, RetryPolicy, Secret, TokenCredential,
 };
-use keyvault_client::{ClientOptions, HttpKeyVault, KeyVault, KvError, ObjectKind};
+use keyvault_client::{
+    ClientOptions, Connector, HttpConnector, HttpKeyVault, KeyVault, KvError, ObjectKind,
+    PacingOptions, RequestObserver,
+};
 
 #[derive(Debug, Default)]
 struct CountingCredential {
@@ -47,6 +50,7 @@ impl TokenCredential for CountingCredential {
 #[derive(Default)]
 struct Script {
     hits: AtomicUsize,
+    throttled: AtomicUsize,
     unauth: AtomicUsize,
     port: AtomicUsize,
 }
@@ -76,6 +80,7 @@ async fn secret(
         return challenge(res);
     }
     match name.as_str() {
+        "throttle-five" if s.throttled.fetch_add(1, Ordering::SeqCst) < 5 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after-ms", "50")], "").into_response(),
         "throttle-once" if n < 2 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response(),
         "always-503" => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":{"code":"ServiceUnavailable","message":"busy"}}"#).into_response(),
         "slow" => {
@@ -83,7 +88,7 @@ async fn secret(
             "{}".into_response()
         }
         "denied" => (StatusCode::FORBIDDEN, r#"{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.","innererror":{"code":"AccessDenied"}}}"#).into_response(),
-        "present" | "throttle-once" => axum::Json(serde_json::json!({
+        "present" | "throttle-once" | "throttle-five" => axum::Json(serde_json::json!({
             "value": "v", "id": format!("http://kv1.vault.test/secrets/{name}/{}", if version.is_empty() { "abc" } else { &version }),
             "attributes": {"enabled": true}
         }))
@@ -154,6 +159,7 @@ fn client(http: reqwest::Client, base: &str, cred: Arc<CountingCredential>) -> H
             ..Default::default()
         },
         verify_challenge_resource: true,
+        ..ClientOptions::default()
     };
     HttpKeyVault::new(http, url::Url::parse(base).unwrap(), cred, opts)
 }
@@ -274,4 +280,100 @@ async fn concurrent_first_requests_share_one_challenge_and_token() {
     }
     assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
     assert_eq!(script.unauth.load(Ordering::SeqCst), 1);
+}
+
+#[derive(Default)]
+struct Observed {
+    responses: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
+    waits: AtomicUsize,
+}
+
+impl RequestObserver for Observed {
+    fn response(&self, operation: &'static str, status: &'static str) {
+        self.responses.lock().unwrap().push((operation, status));
+    }
+    fn throttle_wait(&self, _waited: Duration) {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn connector(http: reqwest::Client, pacing: PacingOptions, observer: Arc<Observed>) -> HttpConnector {
+    let opts = ClientOptions {
+        retry: RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_millis(20),
+            ..Default::default()
+        },
+        pacing,
+        throttle_budget: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    HttpConnector::new(http, opts).with_observer(observer)
+}
+
+#[tokio::test]
+async fn clients_of_one_connector_share_the_challenge_scope() {
+    let (script, base, http) = start().await;
+    let observed = Arc::new(Observed::default());
+    let conn = connector(http, PacingOptions::default(), observed.clone());
+    let url = url::Url::parse(&base).unwrap();
+    for _ in 0..3 {
+        // a new client per mount, as the provider does: only the first probes unauthenticated
+        let cred = Arc::new(CountingCredential::default());
+        let kv = conn.connect(&url, cred.clone());
+        kv.get_secret("present", "").await.unwrap();
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            cred.scopes.lock().unwrap().as_slice(),
+            ["http://vault.test/.default"]
+        );
+    }
+    assert_eq!(script.unauth.load(Ordering::SeqCst), 1, "one probe in all");
+    assert_eq!(script.hits.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        observed.responses.lock().unwrap().as_slice(),
+        [
+            ("get_secret", "401"),
+            ("get_secret", "200"),
+            ("get_secret", "200"),
+            ("get_secret", "200")
+        ]
+    );
+
+}
+
+#[tokio::test]
+async fn with_pacing_429s_are_waited_out_within_the_budget_not_the_retry_count() {
+    // five 429s in a row: more than the two retries allow
+    let (script, base, http) = start().await;
+    let url = url::Url::parse(&base).unwrap();
+    let observed = Arc::new(Observed::default());
+    let kv = connector(http.clone(), PacingOptions::off(), observed.clone())
+        .connect(&url, Arc::new(CountingCredential::default()));
+    let e = kv.get_secret("throttle-five", "").await.unwrap_err();
+    assert_eq!(e.kind(), "throttled", "{e}");
+    assert_eq!(script.throttled.load(Ordering::SeqCst), 3, "1 try + 2 retries");
+    assert_eq!(observed.waits.load(Ordering::SeqCst), 0, "no pacer");
+
+    script.throttled.store(0, Ordering::SeqCst);
+    let observed = Arc::new(Observed::default());
+    let kv = connector(http, PacingOptions::default(), observed.clone())
+        .connect(&url, Arc::new(CountingCredential::default()));
+    let t = Instant::now();
+    let s = kv.get_secret("throttle-five", "").await.unwrap();
+    assert_eq!(s.value.unwrap().expose(), b"v");
+    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    let statuses: Vec<_> = observed
+        .responses
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(statuses, ["401", "429", "429", "429", "429", "429", "200"]);
+    assert_eq!(
+        observed.waits.load(Ordering::SeqCst),
+        5,
+        "each retry waited at the gate"
+    );
 }

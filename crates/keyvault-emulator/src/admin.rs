@@ -22,6 +22,10 @@ pub enum Fault {
     Latency(#[serde(with = "millis")] Duration),
     /// Close the connection without an answer, `count` times.
     Drop { count: u32 },
+    /// A service limit, as Key Vault enforces per vault: at most `limit` matching requests per
+    /// fixed window of `window_ms`; the rest get 429 with `Retry-After` = the seconds left in the
+    /// window (at least 1). Stays until cleared.
+    RateLimit { limit: u32, window_ms: u64 },
 }
 
 mod millis {
@@ -41,6 +45,9 @@ pub(crate) struct FaultRule {
     #[serde(default)]
     pub(crate) vault: Option<String>,
     pub(crate) fault: Fault,
+    /// Start and count of the current window of a [`Fault::RateLimit`].
+    #[serde(skip)]
+    pub(crate) window: Option<(std::time::Instant, u32)>,
 }
 
 /// What a fault check tells the request handler to do.
@@ -166,8 +173,25 @@ impl Telemetry {
             .max()
             .unwrap_or_default();
         let mut action = FaultAction::None;
+        let now = std::time::Instant::now();
         for r in faults.iter_mut().filter(|r| matches(r)) {
             match &mut r.fault {
+                Fault::RateLimit { limit, window_ms } => {
+                    let window = Duration::from_millis((*window_ms).max(1));
+                    let (start, n) = match r.window {
+                        Some((start, n)) if now.duration_since(start) < window => (start, n + 1),
+                        _ => (now, 1),
+                    };
+                    r.window = Some((start, n));
+                    if n > *limit {
+                        let left = window.saturating_sub(now.duration_since(start));
+                        action = FaultAction::Respond {
+                            status: 429,
+                            retry_after: Some(left.as_secs_f64().ceil().max(1.0) as u64),
+                        };
+                        break;
+                    }
+                }
                 Fault::Throttle { count, retry_after } if *count > 0 => {
                     *count -= 1;
                     action = FaultAction::Respond {
@@ -196,7 +220,7 @@ impl Telemetry {
             Fault::Throttle { count, .. }
             | Fault::ServerError { count, .. }
             | Fault::Drop { count } => count > 0,
-            Fault::Latency(_) => true,
+            Fault::Latency(_) | Fault::RateLimit { .. } => true,
         });
         (latency, action)
     }
@@ -314,6 +338,7 @@ impl AdminClient {
             route: route.to_string(),
             vault: vault.map(str::to_string),
             fault,
+            window: None,
         };
         self.send(
             self.http()?
@@ -366,5 +391,43 @@ impl AdminClient {
         self.send(self.http()?.post(format!("{}/admin/reset", self.base)))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(fault: Fault) -> FaultRule {
+        FaultRule {
+            route: "*".into(),
+            vault: None,
+            fault,
+            window: None,
+        }
+    }
+
+    #[test]
+    fn rate_limit_refuses_past_the_limit_until_the_window_ends() {
+        let t = Telemetry::default();
+        t.add_fault(rule(Fault::RateLimit {
+            limit: 3,
+            window_ms: 200,
+        }));
+        let throttled = |t: &Telemetry| {
+            matches!(
+                t.check("GetSecret", "kv1").1,
+                FaultAction::Respond {
+                    status: 429,
+                    retry_after: Some(1)
+                }
+            )
+        };
+        let first: Vec<bool> = (0..5).map(|_| throttled(&t)).collect();
+        assert_eq!(first, [false, false, false, true, true]);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!throttled(&t), "a new window admits requests again");
+        t.clear_faults();
+        assert!((0..10).all(|_| !throttled(&t)));
     }
 }
