@@ -232,6 +232,9 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         "--write-cert-and-key-in-separate-files=true",
         "--cloud-name=AzureStackCloud",
         "--cache-ttl=90s",
+        "--keyvault-rate-limit=50",
+        "--keyvault-burst=200",
+        "--keyvault-throttle-budget=45s",
         "--healthz-port=8990",
         "--prometheus-port=8899",
     ] {

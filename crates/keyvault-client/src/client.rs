@@ -38,6 +38,10 @@ pub struct ClientOptions {
     /// With pacing on, how long one request keeps waiting out `429`s (at the shared gate) before
     /// it fails; such waits do not use up `retry`.
     pub throttle_budget: Duration,
+    /// Remember each vault's challenge scope across the connector's clients, so that only the
+    /// first client of a vault sends the unauthenticated probe (default true; false = a probe
+    /// per client, as upstream's per-mount clients).
+    pub share_challenge_scope: bool,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +52,7 @@ impl Default for ClientOptions {
             verify_challenge_resource: true,
             pacing: PacingOptions::default(),
             throttle_budget: Duration::from_secs(60),
+            share_challenge_scope: true,
         }
     }
 }
@@ -234,7 +239,9 @@ impl HttpKeyVault {
             challenge.verify(self.base.host_str().unwrap_or(""))?;
         }
         let scope = challenge.scope();
-        self.shared.set_scope(&scope);
+        if self.options.share_challenge_scope {
+            self.shared.set_scope(&scope);
+        }
         self.fetch_token(scope).await
     }
 

@@ -32,11 +32,11 @@ pub use client::{
     API_VERSION, ClientOptions, HttpConnector, HttpKeyVault, RequestObserver, status_label,
 };
 pub use error::KvError;
-pub use throttle::PacingOptions;
 pub use model::{
     CertificateBundle, Jwk, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem,
     last_segment,
 };
+pub use throttle::PacingOptions;
 
 use std::sync::Arc;
 

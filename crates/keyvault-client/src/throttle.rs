@@ -300,7 +300,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         p.throttled(Some(Duration::from_secs(5)));
         waiter.await.unwrap();
-        assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,7 +328,10 @@ mod tests {
     fn registry_shares_one_state_per_vault_and_stays_bounded() {
         let r = VaultRegistry::default();
         let a = r.get("https://a/", PacingOptions::default());
-        assert!(Arc::ptr_eq(&a, &r.get("https://a/", PacingOptions::default())));
+        assert!(Arc::ptr_eq(
+            &a,
+            &r.get("https://a/", PacingOptions::default())
+        ));
         assert!(a.pacer.is_some());
         assert!(
             r.get("https://b/", PacingOptions::off()).pacer.is_none(),
@@ -332,7 +339,9 @@ mod tests {
         );
         a.set_scope("https://vault.azure.net/.default");
         assert_eq!(
-            r.get("https://a/", PacingOptions::default()).scope().as_deref(),
+            r.get("https://a/", PacingOptions::default())
+                .scope()
+                .as_deref(),
             Some("https://vault.azure.net/.default")
         );
         for i in 0..(MAX_VAULTS + 10) {

@@ -297,7 +297,11 @@ impl RequestObserver for Observed {
     }
 }
 
-fn connector(http: reqwest::Client, pacing: PacingOptions, observer: Arc<Observed>) -> HttpConnector {
+fn connector(
+    http: reqwest::Client,
+    pacing: PacingOptions,
+    observer: Arc<Observed>,
+) -> HttpConnector {
     let opts = ClientOptions {
         retry: RetryPolicy {
             max_retries: 2,
@@ -339,7 +343,6 @@ async fn clients_of_one_connector_share_the_challenge_scope() {
             ("get_secret", "200")
         ]
     );
-
 }
 
 #[tokio::test]
@@ -352,7 +355,11 @@ async fn with_pacing_429s_are_waited_out_within_the_budget_not_the_retry_count()
         .connect(&url, Arc::new(CountingCredential::default()));
     let e = kv.get_secret("throttle-five", "").await.unwrap_err();
     assert_eq!(e.kind(), "throttled", "{e}");
-    assert_eq!(script.throttled.load(Ordering::SeqCst), 3, "1 try + 2 retries");
+    assert_eq!(
+        script.throttled.load(Ordering::SeqCst),
+        3,
+        "1 try + 2 retries"
+    );
     assert_eq!(observed.waits.load(Ordering::SeqCst), 0, "no pacer");
 
     script.throttled.store(0, Ordering::SeqCst);
@@ -362,7 +369,11 @@ async fn with_pacing_429s_are_waited_out_within_the_budget_not_the_retry_count()
     let t = Instant::now();
     let s = kv.get_secret("throttle-five", "").await.unwrap();
     assert_eq!(s.value.unwrap().expose(), b"v");
-    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
     let statuses: Vec<_> = observed
         .responses
         .lock()

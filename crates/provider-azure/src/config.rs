@@ -77,6 +77,29 @@ pub struct Args {
     /// mount, as upstream.
     #[arg(long, default_value = "2m", value_parser = parse_go_duration)]
     pub cache_ttl: Duration,
+    /// Requests per second this process sends to one vault. Key Vault's documented limit is
+    /// 4,000 per 10 s per vault, for all callers together. After a 429 every mount waits out its
+    /// Retry-After together and the rate halves, then climbs back. 0 = no pacing: each request
+    /// retries on its own, as upstream.
+    #[arg(long, default_value = "400", value_parser = parse_rate)]
+    pub keyvault_rate_limit: f64,
+    /// Requests to one vault that may go at once after a quiet period.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keyvault_burst: u32,
+    /// How long one Key Vault request keeps waiting out 429s before its mount fails (Go
+    /// duration); keep it below the driver's mount timeout.
+    #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
+    pub keyvault_throttle_budget: Duration,
+}
+
+/// A request rate: a finite number ≥ 0.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "invalid rate {s:?}: give requests per second as a number ≥ 0 (0 turns pacing off)"
+        )),
+    }
 }
 
 /// Go-style argv: `-endpoint=x` → `--endpoint=x` (but `-v=5` stays).
@@ -168,6 +191,12 @@ impl Args {
             http: HttpOptions::from_env(),
             keyvault: keyvault_client::ClientOptions {
                 call_timeout: self.keyvault_timeout,
+                pacing: keyvault_client::PacingOptions {
+                    rate: self.keyvault_rate_limit,
+                    burst: self.keyvault_burst,
+                    ..Default::default()
+                },
+                throttle_budget: self.keyvault_throttle_budget,
                 ..Default::default()
             },
             fetch_concurrency: self.fetch_concurrency.max(1),
@@ -220,6 +249,40 @@ mod tests {
             parse(&["-cache-ttl=30s"]).cache_ttl,
             Duration::from_secs(30)
         );
+        let kv = a.server_config().unwrap().provider.keyvault;
+        assert_eq!((kv.pacing.rate, kv.pacing.burst), (400.0, 4000));
+        assert_eq!(kv.throttle_budget, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn keyvault_pacing_flags() {
+        let kv = parse(&[
+            "--keyvault-rate-limit=25.5",
+            "--keyvault-burst=10",
+            "--keyvault-throttle-budget=90s",
+        ])
+        .server_config()
+        .unwrap()
+        .provider
+        .keyvault;
+        assert_eq!((kv.pacing.rate, kv.pacing.burst), (25.5, 10));
+        assert_eq!(kv.throttle_budget, Duration::from_secs(90));
+        assert!(kv.pacing.enabled());
+        let off = parse(&["--keyvault-rate-limit=0"])
+            .server_config()
+            .unwrap()
+            .provider
+            .keyvault;
+        assert!(!off.pacing.enabled());
+        for bad in [
+            "--keyvault-rate-limit=-1",
+            "--keyvault-rate-limit=fast",
+            "--keyvault-burst=0",
+        ] {
+            let v = normalize_args(["p".to_owned(), bad.to_owned()]);
+            let e = Args::try_parse_from(v).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Prometheus metrics with bounded labels only (operation, object type, result kind, gRPC method
 //! and code) — never object names or error text (upstream puts both in labels).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use entra_auth::TokenCacheStats;
+use keyvault_client::{CacheStats, RequestObserver};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -44,6 +48,68 @@ pub struct MountLabels {
     pub identity: &'static str,
 }
 
+/// Labels of `keyvault_http_requests`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `get_secret` / `get_key` / `get_certificate` / `list_versions`.
+    pub operation: &'static str,
+    /// An HTTP status (`200`, `429`, `4xx`, …), `timeout` or `transport`.
+    pub status: &'static str,
+}
+
+/// Reads the token and object cache counters at scrape time (`None` while caching is off).
+pub type CacheStatsSource = Box<dyn Fn() -> Option<(TokenCacheStats, CacheStats)> + Send + Sync>;
+
+/// Encodes the cache counters on each scrape, from the source the provider sets.
+#[derive(Default)]
+struct CacheCollector {
+    source: OnceLock<CacheStatsSource>,
+}
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheCollector")
+    }
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some((tokens, objects)) = self.source.get().and_then(|f| f()) else {
+            return Ok(());
+        };
+        let series: [(&str, &str, &[(&str, u64)]); 4] = [
+            (
+                "cache_hits",
+                "Answers served from the token and object caches (including coalesced waits)",
+                &[("token", tokens.hits), ("object", objects.hits)],
+            ),
+            (
+                "cache_misses",
+                "Requests the caches passed on to Entra ID or Key Vault",
+                &[("token", tokens.misses), ("object", objects.misses)],
+            ),
+            (
+                "cache_coalesced_waits",
+                "Callers that waited for an identical request already in flight",
+                &[("object", objects.coalesced)],
+            ),
+            (
+                "cache_evictions",
+                "Entries dropped because they expired or to stay within bounds",
+                &[("object", objects.evictions)],
+            ),
+        ];
+        for (name, help, values) in series {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (cache, value) in values {
+                let labels = [("cache", *cache)];
+                ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -54,6 +120,10 @@ pub struct Metrics {
     keyvault: Family<KvLabels, Histogram, fn() -> Histogram>,
     grpc: Family<GrpcLabels, Histogram, fn() -> Histogram>,
     mounts: Family<MountLabels, Counter>,
+    http: Family<HttpLabels, Counter>,
+    throttle_waits: Counter,
+    throttle_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    caches: Arc<CacheCollector>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,11 +153,35 @@ impl Default for Metrics {
             grpc.clone(),
         );
         registry.register("mount", "Mount requests by result", mounts.clone());
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "keyvault_http_requests",
+            "Key Vault HTTP exchanges by operation and status (each retry and challenge counts)",
+            http.clone(),
+        );
+        let throttle_waits = Counter::default();
+        registry.register(
+            "keyvault_throttle_waits",
+            "Key Vault requests that waited for their vault's pacer or Retry-After gate",
+            throttle_waits.clone(),
+        );
+        let throttle_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "keyvault_throttle_wait_seconds",
+            "Time Key Vault requests spent waiting for their vault's pacer or Retry-After gate",
+            throttle_wait_seconds.clone(),
+        );
+        let caches = Arc::new(CacheCollector::default());
+        registry.register_collector(Box::new(caches.clone()));
         Self {
             registry,
             keyvault,
             grpc,
             mounts,
+            http,
+            throttle_waits,
+            throttle_wait_seconds,
+            caches,
         }
     }
 }
@@ -132,12 +226,30 @@ impl Metrics {
             .inc();
     }
 
+    /// Where the cache counters come from; the first call wins.
+    pub fn set_cache_source(&self, source: CacheStatsSource) {
+        let _ = self.caches.source.set(source);
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn response(&self, operation: &'static str, status: &'static str) {
+        self.http
+            .get_or_create(&HttpLabels { operation, status })
+            .inc();
+    }
+
+    fn throttle_wait(&self, waited: Duration) {
+        self.throttle_waits.inc();
+        self.throttle_wait_seconds.inc_by(waited.as_secs_f64());
     }
 }
 

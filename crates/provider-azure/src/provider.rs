@@ -104,7 +104,11 @@ impl Provider {
     /// Builds the provider with the real HTTP Key Vault connector.
     pub fn new(config: ProviderConfig, metrics: Arc<Metrics>) -> Result<Self, ProviderError> {
         let http = entra_auth::build_client(&config.http)?;
-        let connector = Arc::new(HttpConnector::new(http.clone(), config.keyvault));
+        let mut options = config.keyvault;
+        // The scope is a cache too: with caching off, every mount probes, as upstream.
+        options.share_challenge_scope &= !config.cache_ttl.is_zero();
+        let connector =
+            Arc::new(HttpConnector::new(http.clone(), options).with_observer(metrics.clone()));
         Self::with_connector(config, http, connector, metrics)
     }
 
@@ -125,6 +129,10 @@ impl Provider {
                 CacheOptions::with_ttl(config.cache_ttl),
             ),
         });
+        if let Some(c) = &cache {
+            let (tokens, objects) = (c.tokens.clone(), c.objects.cache().clone());
+            metrics.set_cache_source(Box::new(move || Some((tokens.stats(), objects.stats()))));
+        }
         Ok(Self {
             config,
             http,

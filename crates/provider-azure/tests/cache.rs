@@ -64,6 +64,8 @@ async fn one_token_request_per_identity_and_secret() {
     }
     assert_eq!(count(&admin, "GetSecret", Some(200)).await, 10);
     assert_eq!(count(&admin, "Token", None).await, 1);
+    // the vault's challenge scope is remembered: one unauthenticated probe in all
+    assert_eq!(count(&admin, "GetSecret", Some(401)).await, 1);
 
     // the same client id with another (wrong) secret: its own token request, which fails
     let e = mount(
@@ -130,6 +132,22 @@ async fn two_hundred_concurrent_mounts_make_one_get_per_object() {
         assert!(count(&admin, op, None).await <= 2, "{op}");
     }
     assert_eq!(count(&admin, "Token", None).await, 1);
+
+    // the provider's cache series say the same
+    let m = env.scrape().await;
+    let sample = |series: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    };
+    assert_eq!(sample(r#"cache_misses_total{cache="object"}"#), 3);
+    assert_eq!(sample(r#"cache_hits_total{cache="object"}"#), 597);
+    assert_eq!(sample(r#"cache_misses_total{cache="token"}"#), 1);
+    assert!(sample(r#"cache_coalesced_waits_total{cache="object"}"#) <= 597);
+    assert_eq!(
+        sample(r#"keyvault_http_requests_total{operation="get_secret",status="200"}"#),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

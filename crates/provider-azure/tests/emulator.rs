@@ -262,7 +262,10 @@ async fn identity_modes_and_their_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_retried_with_retry_after() {
-    let env = Env::start(&seed("[]", "none")).await;
+    let env = Env::start_with(&seed("[]", "none"), |c| {
+        c.keyvault.throttle_budget = Duration::from_secs(3)
+    })
+    .await;
     let admin = env.emu.admin();
     admin
         .inject_fault(
@@ -300,7 +303,7 @@ async fn throttling_is_retried_with_retry_after() {
             .unwrap(),
         2
     );
-    // a storm longer than the retry budget fails the mount as throttled
+    // a storm longer than the throttle budget (then the retries) fails the mount as throttled
     admin
         .inject_fault(
             "GetSecret",

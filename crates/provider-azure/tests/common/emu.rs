@@ -66,6 +66,8 @@ pub struct Env {
     pub sock: PathBuf,
     pub env_file: PathBuf,
     pub ca_file: PathBuf,
+    /// The provider's Prometheus endpoint (loopback).
+    pub metrics: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -115,9 +117,10 @@ impl Env {
         cfg.keyvault.retry.base_delay = Duration::from_millis(50);
         tweak(&mut cfg);
         let sock = dir.path().join("azure.sock");
-        let server = Server::bind(ServerConfig::new(format!("unix://{}", sock.display()), cfg))
-            .await
-            .unwrap();
+        let mut server_cfg = ServerConfig::new(format!("unix://{}", sock.display()), cfg);
+        server_cfg.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let server = Server::bind(server_cfg).await.unwrap();
+        let metrics = server.metrics_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(async move {
             let _ = rx.await;
@@ -128,8 +131,22 @@ impl Env {
             sock,
             env_file,
             ca_file,
+            metrics,
             _stop: tx,
         }
+    }
+
+    /// One scrape of the provider's `/metrics`.
+    pub async fn scrape(&self) -> String {
+        entra_auth::build_client(&entra_auth::HttpOptions::default())
+            .unwrap()
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn attrs(&self, params: &[(&str, &str)]) -> String {
