@@ -81,8 +81,8 @@ pub fn status_label(status: u16) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
+        s if (400..500).contains(&s) => "4xx",
+        s if (500..600).contains(&s) => "5xx",
         _ => "other",
     }
 }

@@ -77,7 +77,9 @@ impl Collector for CacheCollector {
         let Some((tokens, objects)) = self.source.get().and_then(|f| f()) else {
             return Ok(());
         };
-        let series: [(&str, &str, &[(&str, u64)]); 4] = [
+        // (name, help, [(cache label, value)])
+        type Series<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+        let series: [Series<'_>; 4] = [
             (
                 "cache_hits",
                 "Answers served from the token and object caches (including coalesced waits)",
