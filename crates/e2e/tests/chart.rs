@@ -235,6 +235,7 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         "--keyvault-rate-limit=50",
         "--keyvault-burst=200",
         "--keyvault-throttle-budget=45s",
+        "--workload-identity-issuers=https://eastus.oic.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/11111111-1111-1111-1111-111111111111/",
         "--healthz-port=8990",
         "--prometheus-port=8899",
     ] {

@@ -137,9 +137,8 @@ impl AssertionVerifier {
     /// Checks `assertion`'s issuer, signature and lifetime.
     pub async fn verify(&self, assertion: &str) -> Result<VerifiedSubject, VerifyError> {
         let header = jsonwebtoken::decode_header(assertion).map_err(|_| VerifyError::Malformed)?;
-        let unverified: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
-            .map_err(|_| VerifyError::Malformed)?
-            .claims;
+        let unverified = jsonwebtoken::dangerous::insecure_decode_claims::<Unverified>(assertion)
+            .map_err(|_| VerifyError::Malformed)?;
         let iss = unverified.iss.ok_or(VerifyError::Malformed)?;
         let issuer = normalise(&iss);
         if !self.issuers.iter().any(|i| i == issuer) {

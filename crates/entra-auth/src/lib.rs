@@ -21,6 +21,7 @@
 //!   stays within kubelet's deadline; azidentity's IMDS policy allows 5 retries up to a minute.
 //! - NMI has a test override `AZURE_NMI_ENDPOINT` (upstream hard-codes `localhost:2579`).
 
+pub mod assertion;
 pub mod challenge;
 pub mod cloud;
 pub mod credential;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod secret;
 pub mod token_cache;
 
+pub use assertion::{AssertionVerifier, VerifiedSubject, VerifyError};
 pub use challenge::{Challenge, ChallengeError};
 pub use cloud::{Cloud, CloudError};
 pub use credential::{

@@ -56,6 +56,28 @@ impl PrincipalKey {
         Self { identity, proof }
     }
 
+    /// A key for a workload identity whose assertion was verified locally: every assertion with
+    /// the same issuer, subject and audiences maps to it, so the pods of one service account
+    /// share one token. Domain-separated from [`PrincipalKey::new`]'s secret digests.
+    pub fn verified(identity: CredentialIdentity, subject: &crate::VerifiedSubject) -> Self {
+        let mut h = sha2::Sha256::new();
+        h.update(salt());
+        h.update(b"\0verified-subject\0");
+        for part in [&subject.issuer, &subject.subject]
+            .into_iter()
+            .chain(&subject.audiences)
+        {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let mut proof = [0u8; 32];
+        proof.copy_from_slice(&h.finalize());
+        Self {
+            identity,
+            proof: Some(proof),
+        }
+    }
+
     /// The identity part (safe to log).
     pub fn identity(&self) -> &CredentialIdentity {
         &self.identity

@@ -90,6 +90,24 @@ pub struct Args {
     /// duration); keep it below the driver's mount timeout.
     #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
     pub keyvault_throttle_budget: Duration,
+    /// Service-account token issuers (comma-separated URLs, e.g. the cluster's OIDC issuer) whose
+    /// tokens are verified locally against the issuer's published keys, so that with the cache on
+    /// all pods of one service account share one Entra token. Empty: one token per pod token.
+    #[arg(long, value_delimiter = ',', value_parser = parse_issuer)]
+    pub workload_identity_issuers: Vec<String>,
+}
+
+/// An issuer URL: https, no query or fragment.
+fn parse_issuer(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "https" && u.query().is_none() && u.fragment().is_none() => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!(
+            "invalid issuer {s:?}: give the https URL the cluster puts in its service-account tokens' iss claim"
+        )),
+    }
 }
 
 /// A request rate: a finite number ≥ 0.
@@ -201,6 +219,7 @@ impl Args {
             },
             fetch_concurrency: self.fetch_concurrency.max(1),
             cache_ttl: self.cache_ttl,
+            workload_identity_issuers: self.workload_identity_issuers.clone(),
         };
         let any = |port: u16| {
             (port != 0).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
@@ -274,6 +293,29 @@ mod tests {
             .provider
             .keyvault;
         assert!(!off.pacing.enabled());
+        let p = parse(&[
+            "--workload-identity-issuers=https://eastus.oic.prod-aks.azure.com/t/c/,https://k8s.example",
+        ])
+        .server_config()
+        .unwrap()
+        .provider;
+        assert_eq!(
+            p.workload_identity_issuers,
+            [
+                "https://eastus.oic.prod-aks.azure.com/t/c/",
+                "https://k8s.example"
+            ]
+        );
+        assert!(parse(&[]).workload_identity_issuers.is_empty());
+        for bad in [
+            "http://k8s.example",
+            "k8s.example",
+            "https://k8s.example/?x=1",
+        ] {
+            let v = normalize_args(["p".to_owned(), format!("--workload-identity-issuers={bad}")]);
+            let e = Args::try_parse_from(v).unwrap_err().to_string();
+            assert!(e.contains("invalid issuer"), "{bad}: {e}");
+        }
         for bad in [
             "--keyvault-rate-limit=-1",
             "--keyvault-rate-limit=fast",

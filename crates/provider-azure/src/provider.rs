@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entra_auth::{
-    ClientAssertionCredential, ClientSecretCredential, Cloud, HttpOptions,
+    AssertionVerifier, ClientAssertionCredential, ClientSecretCredential, Cloud, HttpOptions,
     ManagedIdentityCredential, NodeEndpoints, PodIdentityCredential, PrincipalKey, TokenCache,
     TokenCacheStats, TokenCredential,
 };
@@ -41,6 +41,10 @@ pub struct ProviderConfig {
     /// `--cache-ttl`: lifetime of cached "latest" answers and of a principal's acceptance by a
     /// vault; zero (the library default) turns token and object caching off.
     pub cache_ttl: Duration,
+    /// `--workload-identity-issuers`: service-account token issuers whose tokens are verified
+    /// locally (against the issuer's published keys) so that the pods of one service account
+    /// share one Entra token while caching is on. Empty: one token per distinct assertion.
+    pub workload_identity_issuers: Vec<String>,
 }
 
 impl Default for ProviderConfig {
@@ -53,6 +57,7 @@ impl Default for ProviderConfig {
             keyvault: ClientOptions::default(),
             fetch_concurrency: 1,
             cache_ttl: Duration::ZERO,
+            workload_identity_issuers: Vec::new(),
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Provider {
 struct Caches {
     tokens: Arc<TokenCache>,
     objects: CachingConnector,
+    /// Set when `workload_identity_issuers` is not empty.
+    assertions: Option<AssertionVerifier>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -128,6 +135,9 @@ impl Provider {
                 connector.clone(),
                 CacheOptions::with_ttl(config.cache_ttl),
             ),
+            assertions: (!config.workload_identity_issuers.is_empty()).then(|| {
+                AssertionVerifier::new(http.clone(), config.workload_identity_issuers.clone())
+            }),
         });
         if let Some(c) = &cache {
             let (tokens, objects) = (c.tokens.clone(), c.objects.cache().clone());
@@ -222,7 +232,7 @@ impl Provider {
         );
         let kv = match &self.cache {
             Some(c) => {
-                let principal = principal(params, credential.as_ref());
+                let principal = principal(params, credential.as_ref(), c).await;
                 let credential = c.tokens.wrap(credential, principal.clone());
                 c.objects.connect_as(&vault_url, credential, principal)
             }
@@ -335,10 +345,28 @@ impl Provider {
 }
 
 /// Who a mount's credential proves to be: its identity plus a digest of the secret material.
-fn principal(params: &MountParams, credential: &dyn TokenCredential) -> PrincipalKey {
+/// Who is asking, for the caches: the credential's identity plus a digest of its proof, or for a
+/// workload identity whose token verifies against a configured issuer, its issuer, subject and
+/// audiences (so the pods of one service account share).
+async fn principal(
+    params: &MountParams,
+    credential: &dyn TokenCredential,
+    caches: &Caches,
+) -> PrincipalKey {
     let proof = match &params.identity {
         IdentityMode::ServicePrincipal { client_secret, .. } => Some(client_secret.expose()),
-        IdentityMode::WorkloadIdentity { assertion, .. } => Some(assertion.expose()),
+        IdentityMode::WorkloadIdentity { assertion, .. } => {
+            if let Some(v) = &caches.assertions {
+                match v.verify(assertion.expose()).await {
+                    Ok(subject) => return PrincipalKey::verified(credential.identity(), &subject),
+                    Err(e) => tracing::debug!(
+                        pod = %params.pod_name, namespace = %params.pod_namespace,
+                        reason = %e, "workload-identity token not shared"
+                    ),
+                }
+            }
+            Some(assertion.expose())
+        }
         IdentityMode::VmManagedIdentity { .. } | IdentityMode::PodIdentity => None,
     };
     PrincipalKey::new(credential.identity(), proof)

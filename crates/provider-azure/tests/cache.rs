@@ -221,3 +221,117 @@ async fn cache_off_fetches_on_every_mount_as_upstream() {
     assert_eq!(count(&admin, "Token", None).await, 5);
     assert_eq!(count(&admin, "GetSecret", Some(401)).await, 5);
 }
+
+/// Tokens of a real kube-apiserver: with the cluster's issuer configured, pods of one service
+/// account share one Entra token; a forged or foreign token never rides on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_one_service_account_share_a_token_when_the_issuer_is_configured() {
+    let Some(cp) = test_support::ControlPlane::start().await else {
+        return;
+    };
+    let cp = cp.expect("control plane starts");
+    for sa in ["workload", "other"] {
+        cp.create_service_account("default", sa).await.unwrap();
+    }
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    };
+    let issuers = format!(
+        "\n  - issuer: \"{}\"\n    jwks_uri: \"{}/openid/v1/jwks\"\n    bearer_token: \"{}\"\n    ca_pem: |\n{}",
+        cp.issuer(),
+        cp.url().trim_end_matches('/'),
+        cp.admin_token(),
+        indent(cp.ca_pem())
+    );
+    let seed_yaml = seed_with_issuer(
+        &issuers,
+        cp.issuer(),
+        "system:serviceaccount:default:workload",
+    );
+    let start = |share: bool| {
+        let seed_yaml = seed_yaml.clone();
+        let cp = &cp;
+        async move {
+            Env::start_with(&seed_yaml, |c| {
+                c.cache_ttl = Duration::from_secs(120);
+                if share {
+                    c.workload_identity_issuers = vec![cp.issuer().to_owned()];
+                }
+                // the provider reads the issuer's keys over https: trust the apiserver's CA too
+                let path = c.http.ssl_cert_file.clone().unwrap();
+                let pem = std::fs::read_to_string(&path).unwrap() + cp.ca_pem();
+                std::fs::write(&path, pem).unwrap();
+            })
+            .await
+        }
+    };
+    let mut pod_tokens = Vec::new();
+    for _ in 0..3 {
+        pod_tokens.push(
+            cp.token_request("default", "workload", "api://AzureADTokenExchange", 3600)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_ne!(pod_tokens[0], pod_tokens[1], "each pod has its own token");
+    let other_sa = cp
+        .token_request("default", "other", "api://AzureADTokenExchange", 3600)
+        .await
+        .unwrap();
+    // the first pod's token with a claim changed (its subject kept): the signature no longer
+    // matches, so it must not be taken for the service account and served the shared token
+    let forged = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = pod_tokens[0].split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        claims["exp"] = (claims["exp"].as_i64().unwrap() + 86_400).into();
+        let body = b64.encode(serde_json::to_vec(&claims).unwrap());
+        format!("{}.{body}.{}", parts[0], parts[2])
+    };
+
+    let wi_mount = |env: &Env, token: &str| {
+        let tokens = serde_json::json!({ "api://AzureADTokenExchange": { "token": token, "expirationTimestamp": "2099-01-01T00:00:00Z" } }).to_string();
+        let objs = objects(&[SECRET1]);
+        let attrs = env.attrs(&[
+            ("clientID", WI),
+            ("csi.storage.k8s.io/serviceAccount.tokens", tokens.as_str()),
+            ("objects", &objs),
+        ]);
+        let req = mount_request(attrs, None, env.dir.path());
+        let sock = env.sock.clone();
+        async move { connect(&sock).await.mount(req).await }
+    };
+
+    // issuer configured: three pods, two mounts each → one token request
+    let env = start(true).await;
+    let admin = env.emu.admin();
+    admin.reset_counters().await.unwrap();
+    for token in pod_tokens.iter().chain(pod_tokens.iter()) {
+        let r = wi_mount(&env, token).await.unwrap().into_inner();
+        assert_eq!(r.files[0].contents, SEEDED_SECRET.as_bytes());
+    }
+    assert_eq!(count(&admin, "Token", None).await, 1);
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 1);
+    // another service account (no federated credential) and the forged token each go to Entra
+    // themselves, and are refused there
+    for token in [&other_sa, &forged] {
+        let e = wi_mount(&env, token).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
+    }
+    assert_eq!(count(&admin, "Token", None).await, 3);
+    assert_eq!(count(&admin, "Token", Some(200)).await, 1);
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 1);
+
+    // issuer not configured: one token request per pod token
+    let env = start(false).await;
+    let admin = env.emu.admin();
+    admin.reset_counters().await.unwrap();
+    for token in pod_tokens.iter().chain(pod_tokens.iter()) {
+        wi_mount(&env, token).await.unwrap();
+    }
+    assert_eq!(count(&admin, "Token", Some(200)).await, 3);
+}
