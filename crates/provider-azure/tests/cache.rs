@@ -135,17 +135,15 @@ async fn two_hundred_concurrent_mounts_make_one_get_per_object() {
 
     // the provider's cache series say the same
     let m = env.scrape().await;
-    let sample = |series: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    let value = |series: &str| -> u64 {
+        sample(&m, series).unwrap_or_else(|| panic!("no {series} in\n{m}")) as u64
     };
-    assert_eq!(sample(r#"cache_misses_total{cache="object"}"#), 3);
-    assert_eq!(sample(r#"cache_hits_total{cache="object"}"#), 597);
-    assert_eq!(sample(r#"cache_misses_total{cache="token"}"#), 1);
-    assert!(sample(r#"cache_coalesced_waits_total{cache="object"}"#) <= 597);
+    assert_eq!(value(r#"cache_misses_total{cache="object"}"#), 3);
+    assert_eq!(value(r#"cache_hits_total{cache="object"}"#), 597);
+    assert_eq!(value(r#"cache_misses_total{cache="token"}"#), 1);
+    assert!(value(r#"cache_coalesced_waits_total{cache="object"}"#) <= 597);
     assert_eq!(
-        sample(r#"keyvault_http_requests_total{operation="get_secret",status="200"}"#),
+        value(r#"keyvault_http_requests_total{operation="get_secret",status="200"}"#),
         1
     );
 }
@@ -233,18 +231,7 @@ async fn pods_of_one_service_account_share_a_token_when_the_issuer_is_configured
     for sa in ["workload", "other"] {
         cp.create_service_account("default", sa).await.unwrap();
     }
-    let indent = |s: &str| {
-        s.lines()
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    };
-    let issuers = format!(
-        "\n  - issuer: \"{}\"\n    jwks_uri: \"{}/openid/v1/jwks\"\n    bearer_token: \"{}\"\n    ca_pem: |\n{}",
-        cp.issuer(),
-        cp.url().trim_end_matches('/'),
-        cp.admin_token(),
-        indent(cp.ca_pem())
-    );
+    let issuers = control_plane_issuer(&cp);
     let seed_yaml = seed_with_issuer(
         &issuers,
         cp.issuer(),

@@ -411,18 +411,7 @@ async fn workload_identity_with_a_real_service_account_token() {
     cp.create_service_account("default", "workload")
         .await
         .unwrap();
-    let indent = |s: &str| {
-        s.lines()
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    };
-    let issuers = format!(
-        "\n  - issuer: \"{}\"\n    jwks_uri: \"{}/openid/v1/jwks\"\n    bearer_token: \"{}\"\n    ca_pem: |\n{}",
-        cp.issuer(),
-        cp.url().trim_end_matches('/'),
-        cp.admin_token(),
-        indent(cp.ca_pem())
-    );
+    let issuers = control_plane_issuer(&cp);
     let env = Env::start(&seed_with_issuer(
         &issuers,
         cp.issuer(),

@@ -162,6 +162,29 @@ impl Env {
     }
 }
 
+/// The seed's `issuers:` entry for a real control plane: its JWKS read with the admin token over
+/// its own CA.
+pub fn control_plane_issuer(cp: &test_support::ControlPlane) -> String {
+    let ca: String = cp
+        .ca_pem()
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    format!(
+        "\n  - issuer: \"{}\"\n    jwks_uri: \"{}/openid/v1/jwks\"\n    bearer_token: \"{}\"\n    ca_pem: |\n{ca}",
+        cp.issuer(),
+        cp.url().trim_end_matches('/'),
+        cp.admin_token(),
+    )
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 pub fn sp_secrets(id: &str, secret: &str) -> String {
     serde_json::json!({ "clientid": id, "clientsecret": secret }).to_string()
 }
