@@ -7,8 +7,8 @@
 #   scripts/peers.sh            install everything that is missing, then print the locations
 #   scripts/peers.sh --print    only print the locations (non-zero exit if something is missing)
 #   scripts/peers.sh NAME...    install only the named peers (etcd kube-apiserver csi-sanity
-#                               helm upstream-azure-provider python; upstream-driver explains why it
-#                               cannot be built here)
+#                               helm upstream-azure-provider python kubelet node-packages
+#                               node-images; upstream-driver explains why it cannot be built here)
 #
 # Versions live in scripts/versions.env and nowhere else.
 set -euo pipefail
@@ -71,11 +71,12 @@ install_etcd() {
   stamp etcd "$v"
 }
 
-install_kube_apiserver() {
-  local v=$KUBERNETES_VERSION
-  if stamped kube-apiserver "$v" && [[ -x $bin/kube-apiserver ]]; then return; fi
-  need_go kube-apiserver
-  log "building kube-apiserver $v from the Go module proxy (several minutes cold)"
+# k8s_component NAME: builds k8s.io/kubernetes/cmd/NAME at $KUBERNETES_VERSION.
+k8s_component() {
+  local name=$1 v=$KUBERNETES_VERSION
+  if stamped "$name" "$v" && [[ -x $bin/$name ]]; then return; fi
+  need_go "$name"
+  log "building $name $v from the Go module proxy (several minutes cold)"
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
   # folders; a consumer maps each one to its published tag v0.MINOR.PATCH instead.
   local staging_version="v0.${v#v1.}"
@@ -87,11 +88,14 @@ install_kube_apiserver() {
     edits+=("-replace=$m=$m@$staging_version")
   done < <(grep -oE '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$gomod" | awk '{print $1}' | sort -u)
   local minor=${v#v1.}; minor=${minor%%.*}
-  go_wrapper_build kube-apiserver "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
+  go_wrapper_build "$name" "$bin/$name" "k8s.io/kubernetes/cmd/$name" \
     "k8s.io/kubernetes@$v" "${edits[@]}" -- \
     "-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitTreeState=clean"
-  stamp kube-apiserver "$v"
+  stamp "$name" "$v"
 }
+
+install_kube_apiserver() { k8s_component kube-apiserver; }
+install_kubelet() { k8s_component kubelet; }
 
 # go_peer NAME OUT PACKAGE MODULE VERSION: one Go binary, stamped by version.
 go_peer() {
@@ -153,6 +157,89 @@ install_python() {
   stamp python "$want"
 }
 
+# Debian packages for the real node: containerd, runc, the CNI plugins, a static busybox (the
+# workload image's only binary). Installed with apt when missing (CI runs as root).
+node_packages=(containerd runc containernetworking-plugins busybox-static)
+node_packages_present() {
+  command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null &&
+    [[ -x /usr/lib/cni/loopback ]] && [[ -x /bin/busybox ]] &&
+    [[ $(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null) == "install ok installed" ]]
+}
+install_node_packages() {
+  if node_packages_present; then return; fi
+  if [[ $(id -u) != 0 ]]; then
+    die "the real-node peers need the Debian packages ${node_packages[*]}: run 'apt-get install ${node_packages[*]}' as root"
+  fi
+  log "installing Debian packages: ${node_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends "${node_packages[@]}" >/dev/null ||
+    die "apt-get install ${node_packages[*]} failed"
+  node_packages_present || die "the Debian packages ${node_packages[*]} are installed but incomplete"
+}
+
+# oci_archive OUT REF ROOTFS ENTRYPOINT_JSON: packs the folder ROOTFS as a one-layer OCI image
+# archive named REF (what `ctr images import` reads). Deterministic: same inputs, same digests.
+oci_archive() {
+  local out=$1 ref=$2 rootfs=$3 entrypoint=$4
+  local d
+  d=$(mktemp -d "$work/oci.XXXXXX")
+  mkdir -p "$d/blobs/sha256"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$d/layer.tar" .
+  local layer_digest layer_size
+  layer_digest=$(sha256sum "$d/layer.tar" | cut -d' ' -f1)
+  layer_size=$(stat -c %s "$d/layer.tar")
+  mv "$d/layer.tar" "$d/blobs/sha256/$layer_digest"
+  printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$entrypoint" "$layer_digest" >"$d/config.json"
+  local config_digest config_size
+  config_digest=$(sha256sum "$d/config.json" | cut -d' ' -f1)
+  config_size=$(stat -c %s "$d/config.json")
+  mv "$d/config.json" "$d/blobs/sha256/$config_digest"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$d/manifest.json"
+  local manifest_digest manifest_size
+  manifest_digest=$(sha256sum "$d/manifest.json" | cut -d' ' -f1)
+  manifest_size=$(stat -c %s "$d/manifest.json")
+  mv "$d/manifest.json" "$d/blobs/sha256/$manifest_digest"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest_digest" "$manifest_size" "$ref" "${ref##*:}" >"$d/index.json"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$d" -cf "$out.tmp" oci-layout index.json blobs
+  mv "$out.tmp" "$out"
+  rm -rf "$d"
+}
+
+# The node's images, assembled locally (no registry is reachable): the sandbox image (a static
+# pause program built from scripts/node-images/pause.c) and the workload image (busybox-static
+# with a link per applet).
+install_node_images() {
+  install_node_packages
+  local images="$peers/images"
+  local want
+  want="$NODE_PAUSE_IMAGE $NODE_WORKLOAD_IMAGE $(sha256sum "$root/scripts/node-images/pause.c" /bin/busybox | cut -d' ' -f1 | tr '\n' ' ')"
+  if stamped node-images "$want" && [[ -f $images/pause.tar && -f $images/workload.tar ]]; then return; fi
+  command -v gcc >/dev/null || die "gcc is required to build the node's pause image"
+  log "assembling the node's OCI images (pause, busybox workload)"
+  mkdir -p "$images"
+  local r="$work/images"
+  rm -rf "$r"; mkdir -p "$r/pause" "$r/workload/bin" "$r/workload/tmp" "$r/workload/etc"
+  gcc -static -Os -s -o "$r/pause/pause" "$root/scripts/node-images/pause.c" ||
+    die "building the static pause program failed (is libc6-dev installed?)"
+  oci_archive "$images/pause.tar" "$NODE_PAUSE_IMAGE" "$r/pause" '["/pause"]'
+  cp /bin/busybox "$r/workload/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [[ $applet == busybox ]] || ln -sf busybox "$r/workload/bin/$applet"
+  done
+  chmod 1777 "$r/workload/tmp"
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/workload/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/workload/etc/group"
+  oci_archive "$images/workload.tar" "$NODE_WORKLOAD_IMAGE" "$r/workload" '["/bin/sh"]'
+  rm -rf "$r"
+  stamp node-images "$want"
+}
+
 print_locations() {
   local missing=0
   row() {
@@ -170,10 +257,13 @@ print_locations() {
   row helm "$bin/helm" "$HELM_VERSION"
   row upstream-azure-provider "$bin/upstream-secrets-store-provider-azure" "$UPSTREAM_AZURE_PROVIDER_VERSION"
   row python-azure-sdk "$peers/venv/bin/python" "$PY_AZURE_KEYVAULT_SECRETS"
+  row kubelet "$bin/kubelet" "$KUBERNETES_VERSION"
+  row containerd "$(command -v containerd || echo /nonexistent/containerd)" "debian"
+  row node-images "$peers/images/workload.tar" "local"
   return $missing
 }
 
-all=(etcd kube-apiserver csi-sanity helm upstream-azure-provider python)
+all=(etcd kube-apiserver csi-sanity helm upstream-azure-provider python kubelet node-packages node-images)
 case "${1:-}" in
   --print) print_locations; exit $? ;;
   -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -191,6 +281,9 @@ for t in "${targets[@]}"; do
     upstream-driver) install_upstream_driver ;;
     upstream-azure-provider) install_upstream_azure_provider ;;
     python) install_python ;;
+    kubelet) install_kubelet ;;
+    node-packages) install_node_packages ;;
+    node-images) install_node_images ;;
     *) die "unknown peer '$t' (known: ${all[*]} upstream-driver)" ;;
   esac
 done
