@@ -1,8 +1,9 @@
-//! Generates the CSI v1 Identity and Node services with protox (pure Rust, no protoc binary).
+//! Generates kubelet's plugin-registration API and the CSI v1 Identity and Node services with protox (pure Rust, no protoc binary).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
-    let fds = protox::compile(["csi.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/pluginregistration.proto");
+    let fds = protox::compile(["csi.proto", "pluginregistration.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

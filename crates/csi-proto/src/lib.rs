@@ -9,3 +9,9 @@
 pub mod v1 {
     tonic::include_proto!("csi.v1");
 }
+
+/// kubelet's plugin-registration API (`pluginregistration.Registration`), served by the driver so
+/// that kubelet registers it without a node-driver-registrar sidecar.
+pub mod pluginregistration {
+    tonic::include_proto!("pluginregistration");
+}

@@ -76,6 +76,15 @@ pub struct DriverArgs {
     /// cluster). Pod status, Secret sync and Events are then off.
     #[arg(long)]
     pub class_file: Option<PathBuf>,
+    /// kubelet's plugin-registration folder (`<kubelet root>/plugins_registry`). When set, the
+    /// driver registers itself with kubelet through `<dir>/<drivername>-reg.sock` and no
+    /// node-driver-registrar sidecar is needed. Unset: registration is left to a sidecar.
+    #[arg(long)]
+    pub plugin_registration_dir: Option<PathBuf>,
+    /// The CSI socket path as kubelet sees it (host path), told to kubelet at registration.
+    /// Default: the path of --endpoint.
+    #[arg(long)]
+    pub kubelet_registration_path: Option<PathBuf>,
     /// Use a plain directory instead of tmpfs (no privileges needed; secrets land on disk).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     pub no_tmpfs: bool,
@@ -140,6 +149,36 @@ impl DriverArgs {
             max_recv_msg_size: self.max_call_recv_msg_size,
             default_timeout: Duration::from_secs(120),
         })
+    }
+
+    /// What to tell kubelet at registration, when built-in registration is on
+    /// (`--plugin-registration-dir`).
+    pub fn registration(
+        &self,
+    ) -> anyhow::Result<Option<(PathBuf, crate::registration::RegistrationInfo)>> {
+        let Some(dir) = &self.plugin_registration_dir else {
+            return Ok(None);
+        };
+        let endpoint = match (&self.kubelet_registration_path, self.endpoint()?) {
+            (Some(path), _) => path.clone(),
+            (None, Endpoint::Unix(path)) => path,
+            (None, Endpoint::Tcp(addr)) => anyhow::bail!(
+                "--plugin-registration-dir needs a unix socket: --endpoint=tcp://{addr} cannot be registered with kubelet; use unix:// or set --kubelet-registration-path"
+            ),
+        };
+        if !endpoint.is_absolute() {
+            anyhow::bail!(
+                "--kubelet-registration-path={}: must be an absolute path (the CSI socket as kubelet sees it, e.g. /var/lib/kubelet/plugins/csi-secrets-store/csi.sock)",
+                endpoint.display()
+            );
+        }
+        Ok(Some((
+            dir.clone(),
+            crate::registration::RegistrationInfo {
+                driver_name: self.drivername.clone(),
+                endpoint,
+            },
+        )))
     }
 
     pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
@@ -224,6 +263,54 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registration_flags() -> anyhow::Result<()> {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["driver", "--nodeid=n1", "--endpoint=unix:///csi/csi.sock"];
+            v.extend_from_slice(extra);
+            DriverArgs::try_parse_from(v)
+        };
+        assert!(args(&[])?.registration()?.is_none(), "off unless asked for");
+        let (dir, info) = args(&["--plugin-registration-dir=/registration"])?
+            .registration()?
+            .expect("on");
+        assert_eq!(dir, PathBuf::from("/registration"));
+        assert_eq!(info.endpoint, PathBuf::from("/csi/csi.sock"));
+        assert_eq!(info.driver_name, "secrets-store.csi.k8s.io");
+        let (_, info) = args(&[
+            "--plugin-registration-dir=/registration",
+            "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+        ])?
+        .registration()?
+        .expect("on");
+        assert_eq!(
+            info.endpoint,
+            PathBuf::from("/var/lib/kubelet/plugins/csi-secrets-store/csi.sock")
+        );
+        let err = args(&[
+            "--plugin-registration-dir=/registration",
+            "--kubelet-registration-path=relative/csi.sock",
+        ])?
+        .registration()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--kubelet-registration-path") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = DriverArgs::try_parse_from([
+            "driver",
+            "--nodeid=n1",
+            "--endpoint=tcp://127.0.0.1:10000",
+            "--plugin-registration-dir=/registration",
+        ])?
+        .registration()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unix socket"), "{err}");
+        Ok(())
+    }
 
     #[test]
     fn go_durations() {

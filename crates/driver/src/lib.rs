@@ -21,6 +21,7 @@ pub mod mounter;
 pub mod node;
 pub mod pod_status;
 pub mod provider;
+pub mod registration;
 pub mod secret;
 pub mod secret_sync;
 pub mod server;

@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&args);
     let config = args.config()?;
     let endpoint = args.endpoint()?;
+    let registration = args.registration()?;
     if args.enable_pprof {
         tracing::warn!("--enable-pprof has no effect in this driver");
     }
@@ -71,7 +72,49 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
     let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
-    driver::server::serve(service, &endpoint, shutdown_signal()).await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let csi = tokio::spawn({
+        let endpoint = endpoint.clone();
+        let stopped = stopped.clone();
+        async move { driver::server::serve(service, &endpoint, stopped()).await }
+    });
+    // Registration starts once the CSI socket listens, so kubelet's first NodeGetInfo after
+    // registering finds it; it stops with the CSI server, so kubelet deregisters the driver.
+    let registration = registration.map(|(dir, info)| {
+        let stopped = stopped.clone();
+        let local = match &endpoint {
+            driver::config::Endpoint::Unix(path) => Some(path.clone()),
+            driver::config::Endpoint::Tcp(_) => None,
+        };
+        tokio::spawn(async move {
+            if let Some(path) = local {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !path.exists() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            if let Err(e) = driver::registration::serve(info, &dir, stopped()).await {
+                tracing::error!(error = %e, "kubelet plugin registration failed");
+            }
+        })
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = csi
+        .await
+        .map_err(|e| anyhow::anyhow!("CSI server task: {e}"))?;
+    if let Some(task) = registration {
+        let _ = task.await;
+    }
+    result
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {

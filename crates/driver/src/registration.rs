@@ -1,0 +1,200 @@
+//! kubelet plugin registration, built in: the driver serves kubelet's `pluginregistration.v1`
+//! `Registration` API on `<plugins_registry>/<driver>-reg.sock`, so kubelet's plugin watcher
+//! registers the CSI socket without a node-driver-registrar sidecar.
+//!
+//! kubelet dials the socket when it appears, asks [`GetInfo`](Registration::get_info) for the
+//! plugin type, name, CSI endpoint (as kubelet sees it) and versions, registers the driver, then
+//! tells the plugin the outcome through `NotifyRegistrationStatus`; the driver logs that verdict.
+//! Removing the socket (on shutdown) makes kubelet deregister the driver.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use csi_proto::pluginregistration::registration_server::{Registration, RegistrationServer};
+use csi_proto::pluginregistration::{
+    InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
+};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+/// The plugin type kubelet's CSI handler registers.
+pub const CSI_PLUGIN_TYPE: &str = "CSIPlugin";
+/// The CSI versions the driver serves, as kubelet expects them.
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
+
+/// What the driver tells kubelet about itself.
+#[derive(Debug, Clone)]
+pub struct RegistrationInfo {
+    /// The CSI driver name (`--drivername`).
+    pub driver_name: String,
+    /// The CSI socket path as kubelet sees it (`--kubelet-registration-path`).
+    pub endpoint: PathBuf,
+}
+
+impl RegistrationInfo {
+    /// The registration socket's path inside kubelet's `plugins_registry` folder.
+    pub fn socket_path(&self, registration_dir: &Path) -> PathBuf {
+        registration_dir.join(format!("{}-reg.sock", self.driver_name))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RegistrationService {
+    info: RegistrationInfo,
+}
+
+#[tonic::async_trait]
+impl Registration for RegistrationService {
+    async fn get_info(
+        &self,
+        _request: Request<InfoRequest>,
+    ) -> Result<Response<PluginInfo>, Status> {
+        tracing::debug!(driver = %self.info.driver_name, "kubelet asked for the plugin info");
+        Ok(Response::new(PluginInfo {
+            r#type: CSI_PLUGIN_TYPE.to_owned(),
+            name: self.info.driver_name.clone(),
+            endpoint: self.info.endpoint.to_string_lossy().into_owned(),
+            supported_versions: SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
+        }))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        request: Request<RegistrationStatus>,
+    ) -> Result<Response<RegistrationStatusResponse>, Status> {
+        let status = request.into_inner();
+        if status.plugin_registered {
+            tracing::info!(driver = %self.info.driver_name, endpoint = %self.info.endpoint.display(), "kubelet registered the driver");
+        } else {
+            // kubelet's message names the cause (e.g. an endpoint it cannot dial); it carries no
+            // secret material.
+            tracing::error!(driver = %self.info.driver_name, endpoint = %self.info.endpoint.display(), error = %status.error, "kubelet refused to register the driver; check --kubelet-registration-path");
+        }
+        Ok(Response::new(RegistrationStatusResponse {}))
+    }
+}
+
+/// Serves the registration API in `registration_dir` until `shutdown` resolves, then removes the
+/// socket so kubelet deregisters the driver. A stale socket left by a previous run is replaced.
+pub async fn serve(
+    info: RegistrationInfo,
+    registration_dir: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let path = info.socket_path(registration_dir);
+    tokio::fs::create_dir_all(registration_dir)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--plugin-registration-dir={}: cannot create the folder: {e}",
+                registration_dir.display()
+            )
+        })?;
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("removing stale registration socket {}: {e}", path.display()),
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "listening on the registration socket {}: {e}",
+            path.display()
+        )
+    })?;
+    tracing::info!(socket = %path.display(), endpoint = %info.endpoint.display(), "serving kubelet plugin registration");
+    let result = tonic::transport::Server::builder()
+        .add_service(RegistrationServer::new(RegistrationService { info }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = tokio::fs::remove_file(&path).await;
+    result?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_proto::pluginregistration::registration_client::RegistrationClient;
+    use hyper_util::rt::TokioIo;
+
+    async fn client(path: PathBuf) -> RegistrationClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to the registration socket");
+        RegistrationClient::new(channel)
+    }
+
+    #[tokio::test]
+    async fn answers_kubelet_and_removes_its_socket_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg_dir = dir.path().join("plugins_registry");
+        let info = RegistrationInfo {
+            driver_name: "secrets-store.csi.k8s.io".into(),
+            endpoint: "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock".into(),
+        };
+        let sock = info.socket_path(&reg_dir);
+        // A stale socket from a crashed run must not stop the driver.
+        std::fs::create_dir_all(&reg_dir).unwrap();
+        std::fs::write(&sock, b"stale").unwrap();
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let reg_dir = reg_dir.clone();
+            async move {
+                serve(info, &reg_dir, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::symlink_metadata(&sock)
+            .map(|m| !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(true)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no socket at {}",
+                sock.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            sock.file_name().unwrap(),
+            "secrets-store.csi.k8s.io-reg.sock"
+        );
+
+        let mut c = client(sock.clone()).await;
+        let got = c.get_info(InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(got.r#type, "CSIPlugin");
+        assert_eq!(got.name, "secrets-store.csi.k8s.io");
+        assert_eq!(
+            got.endpoint,
+            "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"
+        );
+        assert_eq!(got.supported_versions, vec!["1.0.0".to_owned()]);
+        for (registered, error) in [(true, ""), (false, "dial failed")] {
+            c.notify_registration_status(RegistrationStatus {
+                plugin_registered: registered,
+                error: error.into(),
+            })
+            .await
+            .unwrap();
+        }
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(
+            !sock.exists(),
+            "the registration socket outlived the driver"
+        );
+    }
+}
