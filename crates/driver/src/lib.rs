@@ -16,6 +16,7 @@ pub mod class_source;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod h2_authority;
 pub mod metrics;
 pub mod mounter;
 pub mod node;

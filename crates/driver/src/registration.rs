@@ -14,7 +14,7 @@ use csi_proto::pluginregistration::registration_server::{Registration, Registrat
 use csi_proto::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
 };
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// The plugin type kubelet's CSI handler registers.
@@ -102,10 +102,41 @@ pub async fn serve(
         )
     })?;
     tracing::info!(socket = %path.display(), endpoint = %info.endpoint.display(), "serving kubelet plugin registration");
+    // Each kubelet connection reaches the gRPC server through the `:authority` relay
+    // (crate::h2_authority explains why).
+    let (conns_tx, conns_rx) = tokio::sync::mpsc::channel(4);
+    let accept = tokio::spawn(async move {
+        loop {
+            let client = match listener.accept().await {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting on the registration socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (near, far) = tokio::io::duplex(64 * 1024);
+            if conns_tx.send(Ok::<_, std::io::Error>(far)).await.is_err() {
+                break;
+            }
+            let (client_rd, mut client_wr) = client.into_split();
+            let (near_rd, near_wr) = tokio::io::split(near);
+            tokio::spawn(async move {
+                let up = crate::h2_authority::rewrite_client_stream(client_rd, near_wr);
+                let mut near_rd = near_rd;
+                let down = tokio::io::copy(&mut near_rd, &mut client_wr);
+                let (up, _) = tokio::join!(up, down);
+                if let Err(e) = up {
+                    tracing::debug!(error = %e, "registration connection closed");
+                }
+            });
+        }
+    });
     let result = tonic::transport::Server::builder()
         .add_service(RegistrationServer::new(RegistrationService { info }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(ReceiverStream::new(conns_rx), shutdown)
         .await;
+    accept.abort();
     let _ = tokio::fs::remove_file(&path).await;
     result?;
     Ok(())
@@ -116,6 +147,30 @@ mod tests {
     use super::*;
     use csi_proto::pluginregistration::registration_client::RegistrationClient;
     use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads server frames (acknowledging its SETTINGS) until a DATA frame; returns its payload.
+    async fn read_frames_until_data(s: &mut tokio::net::UnixStream) -> Vec<u8> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let mut head = [0u8; 9];
+                s.read_exact(&mut head).await.unwrap();
+                let len = (usize::from(head[0]) << 16)
+                    | (usize::from(head[1]) << 8)
+                    | usize::from(head[2]);
+                let mut payload = vec![0u8; len];
+                s.read_exact(&mut payload).await.unwrap();
+                match (head[3], head[4]) {
+                    (0x4, 0) => s.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await.unwrap(),
+                    (0x0, _) => return payload,
+                    (0x3, _) => panic!("the server reset the stream: {payload:?}"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("no DATA frame within 5 s")
+    }
 
     async fn client(path: PathBuf) -> RegistrationClient<tonic::transport::Channel> {
         let channel = tonic::transport::Endpoint::from_static("http://localhost")
@@ -189,6 +244,21 @@ mod tests {
             .await
             .unwrap();
         }
+
+        // What kubelet's plugin watcher sends: the socket path as `:authority`.
+        let request = crate::h2_authority::tests::kubelet_like_request(
+            &sock.to_string_lossy(),
+            "/pluginregistration.Registration/GetInfo",
+            &[],
+        );
+        let mut raw = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        raw.write_all(&request).await.unwrap();
+        let reply = read_frames_until_data(&mut raw).await;
+        assert!(
+            reply.windows(9).any(|w| w == b"CSIPlugin"),
+            "GetInfo with a path authority got no PluginInfo: {reply:?}"
+        );
+        drop(raw);
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
