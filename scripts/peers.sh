@@ -185,23 +185,23 @@ oci_archive() {
   local d
   d=$(mktemp -d "$work/oci.XXXXXX")
   mkdir -p "$d/blobs/sha256"
+  # blob FILE: moves FILE into the blob store; prints "DIGEST SIZE".
+  blob() {
+    local digest size
+    digest=$(sha256sum "$1" | cut -d' ' -f1)
+    size=$(stat -c %s "$1")
+    mv "$1" "$d/blobs/sha256/$digest"
+    printf '%s %s' "$digest" "$size"
+  }
+  local layer_digest layer_size config_digest config_size manifest_digest manifest_size
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$d/layer.tar" .
-  local layer_digest layer_size
-  layer_digest=$(sha256sum "$d/layer.tar" | cut -d' ' -f1)
-  layer_size=$(stat -c %s "$d/layer.tar")
-  mv "$d/layer.tar" "$d/blobs/sha256/$layer_digest"
+  read -r layer_digest layer_size < <(blob "$d/layer.tar")
   printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
     "$entrypoint" "$layer_digest" >"$d/config.json"
-  local config_digest config_size
-  config_digest=$(sha256sum "$d/config.json" | cut -d' ' -f1)
-  config_size=$(stat -c %s "$d/config.json")
-  mv "$d/config.json" "$d/blobs/sha256/$config_digest"
+  read -r config_digest config_size < <(blob "$d/config.json")
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
     "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$d/manifest.json"
-  local manifest_digest manifest_size
-  manifest_digest=$(sha256sum "$d/manifest.json" | cut -d' ' -f1)
-  manifest_size=$(stat -c %s "$d/manifest.json")
-  mv "$d/manifest.json" "$d/blobs/sha256/$manifest_digest"
+  read -r manifest_digest manifest_size < <(blob "$d/manifest.json")
   printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
     "$manifest_digest" "$manifest_size" "$ref" "${ref##*:}" >"$d/index.json"
   printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
