@@ -191,7 +191,7 @@ oci_archive() {
     digest=$(sha256sum "$1" | cut -d' ' -f1)
     size=$(stat -c %s "$1")
     mv "$1" "$d/blobs/sha256/$digest"
-    printf '%s %s' "$digest" "$size"
+    printf '%s %s\n' "$digest" "$size"
   }
   local layer_digest layer_size config_digest config_size manifest_digest manifest_size
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$d/layer.tar" .
