@@ -1,5 +1,5 @@
 //! Real test peers for the project's tests: a loopback Kubernetes control plane (etcd +
-//! kube-apiserver), csi-sanity, the official Azure SDK for Python, and the upstream Go binaries we
+//! kube-apiserver), a real node (kubelet + containerd), csi-sanity, the official Azure SDK for Python, and the upstream Go binaries we
 //! replace. Everything is installed by `scripts/peers.sh` into `.peers/` (or `$SSCSI_PEERS_DIR`).
 //!
 //! A test that needs a peer asks for it with [`require_peer!`] (or [`peer`]): when the peer is
@@ -8,6 +8,8 @@
 
 mod control_plane;
 mod hosts;
+mod namespaces;
+mod node;
 mod peers;
 mod process;
 mod python;
@@ -15,6 +17,8 @@ pub mod versions;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, get_text};
 pub use hosts::HostsOverride;
+pub use namespaces::{HOST_PATHS_TO_WATCH, NamespaceError, PrivateNamespaces};
+pub use node::{Node, NodeError, NodeOptions, pod_ready, workload_image};
 pub use peers::{INSTALL_COMMAND, Peer, peer, peers_dir, project_root};
 pub use process::ChildGuard;
 pub use python::PythonSdk;

@@ -20,6 +20,12 @@ pub enum Peer {
     UpstreamAzureProvider,
     /// The virtualenv's python with the official Azure SDK for Python.
     Python,
+    /// kubelet, built from the Go module proxy.
+    Kubelet,
+    /// containerd (with runc and the CNI plugins) from Debian.
+    Containerd,
+    /// The node's locally assembled OCI image archives (`images/pause.tar`, `images/workload.tar`).
+    NodeImages,
 }
 
 impl Peer {
@@ -33,6 +39,9 @@ impl Peer {
             Peer::Helm => dir.join("bin/helm"),
             Peer::UpstreamAzureProvider => dir.join("bin/upstream-secrets-store-provider-azure"),
             Peer::Python => dir.join("venv/bin/python"),
+            Peer::Kubelet => dir.join("bin/kubelet"),
+            Peer::Containerd => PathBuf::from("/usr/bin/containerd"),
+            Peer::NodeImages => dir.join("images/workload.tar"),
         }
     }
 
@@ -44,6 +53,9 @@ impl Peer {
             Peer::Helm => "helm",
             Peer::UpstreamAzureProvider => "upstream-azure-provider",
             Peer::Python => "python",
+            Peer::Kubelet => "kubelet",
+            Peer::Containerd => "node-packages",
+            Peer::NodeImages => "node-images",
         }
     }
 }
