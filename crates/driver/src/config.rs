@@ -85,6 +85,11 @@ pub struct DriverArgs {
     /// Default: the path of --endpoint.
     #[arg(long)]
     pub kubelet_registration_path: Option<PathBuf>,
+    /// Serve a liveness endpoint here (`:9808` or host:port): `GET /healthz` runs a CSI Probe
+    /// through the driver's own socket, as the livenessprobe sidecar does. Empty: off (the
+    /// sidecar's job).
+    #[arg(long, default_value = "")]
+    pub health_addr: String,
     /// Use a plain directory instead of tmpfs (no privileges needed; secrets land on disk).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     pub no_tmpfs: bool,
@@ -186,15 +191,27 @@ impl DriverArgs {
     }
 
     pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
-        let a = &self.metrics_addr;
-        let full = if a.starts_with(':') {
-            format!("0.0.0.0{a}")
-        } else {
-            a.clone()
-        };
-        full.parse()
-            .map_err(|e| anyhow::anyhow!("--metrics-addr={a}: {e} (expected host:port or :port)"))
+        listen_addr("--metrics-addr", &self.metrics_addr)
     }
+
+    /// The liveness endpoint's address, when `--health-addr` is set.
+    pub fn health_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.health_addr.is_empty() {
+            return Ok(None);
+        }
+        listen_addr("--health-addr", &self.health_addr).map(Some)
+    }
+}
+
+/// `host:port`, or `:port` for every address.
+fn listen_addr(flag: &str, a: &str) -> anyhow::Result<SocketAddr> {
+    let full = if a.starts_with(':') {
+        format!("0.0.0.0{a}")
+    } else {
+        a.to_owned()
+    };
+    full.parse()
+        .map_err(|e| anyhow::anyhow!("{flag}={a}: {e} (expected host:port or :port)"))
 }
 
 /// `unix:///abs/path`, `unix://rel/path` (made absolute, as upstream does on Linux), or

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod h2_authority;
+pub mod health;
 pub mod metrics;
 pub mod mounter;
 pub mod node;

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config()?;
     let endpoint = args.endpoint()?;
     let registration = args.registration()?;
+    let health_addr = args.health_addr()?;
     if args.enable_pprof {
         tracing::warn!("--enable-pprof has no effect in this driver");
     }
@@ -59,6 +60,14 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(addr = %metrics_addr, error = %e, "metrics server failed");
         }
     });
+    if let Some(addr) = health_addr {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = driver::health::serve(addr, endpoint).await {
+                tracing::error!(%addr, error = %e, "liveness endpoint failed");
+            }
+        });
+    }
     if args.provider_health_check {
         let p = provider.clone();
         let every = args.provider_health_check_interval;
