@@ -180,6 +180,24 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
             .any(|o| o["metadata"]["name"] == "secretprovidersyncing-role"),
         "secret sync RBAC must be off by default"
     );
+    // The driver registers itself with kubelet and serves its own liveness endpoint: no sidecars.
+    let driver = find(&defaults, "DaemonSet", "secrets-store-csi-driver");
+    let containers: Vec<&str> = driver["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(containers, ["secrets-store"], "default containers");
+    let args = container_args(driver, "secrets-store");
+    for expected in [
+        "--plugin-registration-dir=/registration",
+        "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+        "--health-addr=:9808",
+    ] {
+        assert!(
+            args.contains(&expected.to_owned()),
+            "missing {expected} in {args:?}"
+        );
+    }
     let provider = find(&defaults, "DaemonSet", "csi-secrets-store-provider-azure");
     let args = container_args(provider, "provider-azure-installer");
     assert!(
@@ -222,6 +240,18 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
             "missing {expected} in {args:?}"
         );
     }
+    // With the sidecars enabled, the driver leaves registration and liveness to them.
+    for builtin in [
+        "--plugin-registration-dir",
+        "--kubelet-registration-path",
+        "--health-addr",
+    ] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(builtin)),
+            "{builtin} passed although the sidecars run: {args:?}"
+        );
+    }
+    container_args(driver, "liveness-probe");
     let registrar = container_args(driver, "node-driver-registrar");
     assert!(registrar.iter().any(|a| a
         == "--kubelet-registration-path=/var/snap/microk8s/common/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"));
