@@ -178,37 +178,10 @@ install_node_packages() {
   node_packages_present || die "the Debian packages ${node_packages[*]} are installed but incomplete"
 }
 
-# oci_archive OUT REF ROOTFS ENTRYPOINT_JSON: packs the folder ROOTFS as a one-layer OCI image
-# archive named REF (what `ctr images import` reads). Deterministic: same inputs, same digests.
-oci_archive() {
-  local out=$1 ref=$2 rootfs=$3 entrypoint=$4
-  local d
-  d=$(mktemp -d "$work/oci.XXXXXX")
-  mkdir -p "$d/blobs/sha256"
-  # blob FILE: moves FILE into the blob store; prints "DIGEST SIZE".
-  blob() {
-    local digest size
-    digest=$(sha256sum "$1" | cut -d' ' -f1)
-    size=$(stat -c %s "$1")
-    mv "$1" "$d/blobs/sha256/$digest"
-    printf '%s %s\n' "$digest" "$size"
-  }
-  local layer_digest layer_size config_digest config_size manifest_digest manifest_size
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$d/layer.tar" .
-  read -r layer_digest layer_size < <(blob "$d/layer.tar")
-  printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$entrypoint" "$layer_digest" >"$d/config.json"
-  read -r config_digest config_size < <(blob "$d/config.json")
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$d/manifest.json"
-  read -r manifest_digest manifest_size < <(blob "$d/manifest.json")
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$manifest_digest" "$manifest_size" "$ref" "${ref##*:}" >"$d/index.json"
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$d" -cf "$out.tmp" oci-layout index.json blobs
-  mv "$out.tmp" "$out"
-  rm -rf "$d"
-}
+# oci_archive: scripts/lib/oci.sh (shared with scripts/images.sh); temporary files under $work.
+# shellcheck source=scripts/lib/oci.sh
+source "$root/scripts/lib/oci.sh"
+OCI_WORK_DIR=$work
 
 # The node's images, assembled locally (no registry is reachable): the sandbox image (a static
 # pause program built from scripts/node-images/pause.c) and the workload image (busybox-static
