@@ -503,7 +503,7 @@ fn pod(name: &str, service_account: &str, volumes: Vec<serde_json::Value>) -> Po
                 "name": "app",
                 "image": test_support::workload_image(),
                 "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                "command": ["/bin/sh", "-c", "ls /mnt/*; trap 'exit 0' TERM; while true; do sleep 1; done"],
                 "volumeMounts": mounts,
             }],
             "volumes": volumes,
@@ -618,6 +618,12 @@ fn pod_reads_its_files(w: &mut World) -> Result<(), Failed> {
         ensure!(
             env.cat(&pod, "/mnt/secrets/plain")? == "initial value",
             "the secret file"
+        );
+        // The files were there when the container started (its first command lists them).
+        let log = env.node().pod_log(&pod, "app")?;
+        ensure!(
+            log.lines().any(|l| l == "plain") && log.lines().any(|l| l == "ec1"),
+            "container log: {log}"
         );
         let key = env.cat(&pod, "/mnt/secrets/ec1")?;
         ensure!(

@@ -77,6 +77,10 @@ pub struct NodeOptions {
     pub name: String,
     /// kubelet's `syncFrequency`: also the period of CSI republish calls (× 1–1.5 jitter).
     pub sync_frequency: Duration,
+    /// A pod network (a `bridge` CNI network with `host-local` addresses from this IPv4 CIDR,
+    /// gateway on the first address, inside the test's network namespace) for pods that are
+    /// not hostNetwork. `None`: hostNetwork pods only.
+    pub pod_cidr: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -84,6 +88,7 @@ impl Default for NodeOptions {
         Self {
             name: "sscsi-node".into(),
             sync_frequency: Duration::from_secs(10),
+            pod_cidr: None,
         }
     }
 }
@@ -186,11 +191,32 @@ impl Node {
         ] {
             std::fs::create_dir_all(d.join(sub)).map_err(io(format!("creating {sub}")))?;
         }
-        std::fs::write(
-            d.join("cni/10-loopback.conflist"),
-            r#"{"cniVersion":"1.0.0","name":"loopback-only","plugins":[{"type":"loopback"}]}"#,
-        )
-        .map_err(io("writing the CNI config"))?;
+        let cni = match &options.pod_cidr {
+            None => serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "loopback-only",
+                "plugins": [{ "type": "loopback" }],
+            }),
+            Some(cidr) => serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "pods",
+                "plugins": [{
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": cidr }]],
+                        "routes": [{ "dst": "0.0.0.0/0" }],
+                        "dataDir": d.join("cni-ipam"),
+                    },
+                }],
+            }),
+        };
+        std::fs::write(d.join("cni/10-pods.conflist"), cni.to_string())
+            .map_err(io("writing the CNI config"))?;
         let sock = d.join("containerd.sock");
         std::fs::write(d.join("containerd.toml"), containerd_config(&d))
             .map_err(io("writing containerd.toml"))?;
@@ -491,6 +517,26 @@ impl Node {
         let mut args = vec!["tasks", "exec", "--exec-id", &exec_id, &id];
         args.extend_from_slice(argv);
         self.ctr(&args)
+    }
+
+    /// What a container of `pod` wrote to stdout and stderr so far (kubelet's CRI log file, with
+    /// the timestamp/stream/tag prefix of each line removed), as `kubectl logs` shows it.
+    pub fn pod_log(&self, pod: &Pod, container: &str) -> Result<String, NodeError> {
+        let meta = &pod.metadata;
+        let dir = self.path.join("pod-logs").join(format!(
+            "{}_{}_{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default()
+        ));
+        let file = dir.join(container).join("0.log");
+        let text =
+            std::fs::read_to_string(&file).map_err(io(format!("reading {}", file.display())))?;
+        Ok(text
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     /// Runs `ctr` against this node's containerd in the `k8s.io` namespace.
