@@ -36,6 +36,8 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout for one attempt.
     pub request_timeout: Duration,
+    /// Appended (after a space) to the User-Agent of every request (`--custom-user-agent`).
+    pub user_agent_suffix: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -47,6 +49,7 @@ impl Default for HttpOptions {
             resolve: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            user_agent_suffix: None,
         }
     }
 }
@@ -142,6 +145,19 @@ pub fn load_roots(opts: &HttpOptions) -> Result<rustls::RootCertStore, HttpError
     Ok(store)
 }
 
+/// This client's User-Agent: the project and version, then the operator's suffix (as upstream's
+/// `--custom-user-agent`, e.g. `managedBy:aks`).
+pub fn user_agent(suffix: Option<&str>) -> String {
+    let base = concat!(
+        "secrets-store-provider-azure-rs/",
+        env!("CARGO_PKG_VERSION")
+    );
+    match suffix.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(suffix) => format!("{base} {suffix}"),
+        None => base.to_owned(),
+    }
+}
+
 /// Builds the shared client. One per process (or per test); cheap to clone.
 pub fn build_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
     let roots = load_roots(opts)?;
@@ -156,10 +172,7 @@ pub fn build_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
         .tls_backend_preconfigured(tls)
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.request_timeout)
-        .user_agent(concat!(
-            "secrets-store-provider-azure-rs/",
-            env!("CARGO_PKG_VERSION")
-        ));
+        .user_agent(user_agent(opts.user_agent_suffix.as_deref()));
     for (host, addr) in &opts.resolve {
         b = b.resolve(host, *addr);
     }

@@ -60,7 +60,7 @@ pub struct Args {
     /// Accepted for compatibility (identity binding is not supported).
     #[arg(long, default_value = "")]
     pub sni_name: String,
-    /// Accepted for compatibility (unused upstream too).
+    /// Appended to the User-Agent of every request to Entra ID and Key Vault (e.g. `managedBy:aks`).
     #[arg(long, default_value = "")]
     pub custom_user_agent: String,
     /// Log verbosity (klog style): 0-1 info, 2-4 debug, 5+ trace.
@@ -206,7 +206,11 @@ impl Args {
                 write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
             },
             node,
-            http: HttpOptions::from_env(),
+            http: HttpOptions {
+                user_agent_suffix: Some(self.custom_user_agent.clone())
+                    .filter(|s| !s.trim().is_empty()),
+                ..HttpOptions::from_env()
+            },
             keyvault: keyvault_client::ClientOptions {
                 call_timeout: self.keyvault_timeout,
                 pacing: keyvault_client::PacingOptions {
@@ -244,6 +248,24 @@ mod tests {
             std::iter::once("p".to_owned()).chain(args.iter().map(|s| (*s).to_owned())),
         );
         Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn custom_user_agent_reaches_the_http_client() {
+        let http = |args: &[&str]| parse(args).server_config().unwrap().provider.http;
+        assert_eq!(http(&[]).user_agent_suffix, None);
+        assert_eq!(
+            http(&["--custom-user-agent=managedBy:aks"]).user_agent_suffix,
+            Some("managedBy:aks".to_owned())
+        );
+        assert_eq!(
+            entra_auth::http::user_agent(Some("managedBy:aks")),
+            concat!(
+                "secrets-store-provider-azure-rs/",
+                env!("CARGO_PKG_VERSION"),
+                " managedBy:aks"
+            )
+        );
     }
 
     #[test]
