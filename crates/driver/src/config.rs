@@ -70,7 +70,7 @@ pub struct DriverArgs {
     #[arg(long, default_value_t = 6065)]
     pub pprof_port: u16,
     /// Kubeconfig for the API server (default: in-cluster config, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long, env = "KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// Read SecretProviderClasses from this YAML file instead of the API server (demo / no
     /// cluster). Pod status, Secret sync and Events are then off.
@@ -93,6 +93,30 @@ pub struct DriverArgs {
     /// Use a plain directory instead of tmpfs (no privileges needed; secrets land on disk).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     pub no_tmpfs: bool,
+    /// Without a command the driver runs as the CSI node plugin.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-shot commands of the driver binary (so that its image serves the chart's hooks).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// The SecretProviderClass and SecretProviderClassPodStatus CRDs built into this binary.
+    #[command(subcommand)]
+    Crds(CrdsCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CrdsCommand {
+    /// Install or upgrade the CRDs by server-side apply and wait until they are served (the
+    /// chart's pre-install/pre-upgrade hook). Uses the in-cluster config, or --kubeconfig.
+    Apply {
+        /// How long to wait for each CRD to become Established (Go duration).
+        #[arg(long, default_value = "60s", value_parser = parse_go_duration)]
+        timeout: Duration,
+    },
+    /// Print the CRDs as YAML.
+    Print,
 }
 
 /// Where the CSI server listens.

@@ -14,6 +14,7 @@
 
 pub mod class_source;
 pub mod config;
+pub mod crds;
 pub mod error;
 pub mod events;
 pub mod h2_authority;

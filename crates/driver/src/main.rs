@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use driver::config::DriverArgs;
+use driver::config::{Command, CrdsCommand, DriverArgs};
 use driver::metrics::Metrics;
 use driver::{
     ClassSource, DirMounter, FileClassSource, GrpcProviderClient, KubeClassSource, KubeSinks,
@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&args);
+    if let Some(command) = &args.command {
+        return run_command(command, &args).await;
+    }
     let config = args.config()?;
     let endpoint = args.endpoint()?;
     let registration = args.registration()?;
@@ -124,6 +127,27 @@ async fn main() -> anyhow::Result<()> {
         let _ = task.await;
     }
     result
+}
+
+async fn run_command(command: &Command, args: &DriverArgs) -> anyhow::Result<()> {
+    match command {
+        Command::Crds(CrdsCommand::Apply { timeout }) => {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            let applied = driver::crds::apply(&client, *timeout).await?;
+            tracing::info!(crds = applied.len(), "CRDs applied and served");
+        }
+        Command::Crds(CrdsCommand::Print) => {
+            let mut out = String::new();
+            for (_, crd) in secrets_store_api::crds::all()? {
+                out.push_str(&secrets_store_api::crds::to_yaml(&crd)?);
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{out}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
