@@ -1,17 +1,27 @@
-# The Secrets Store CSI node plugin. Build from the repository root:
-#   docker build -f docker/driver.Dockerfile -t secrets-store-csi-driver .
-# The driver mounts tmpfs into pod volumes, so its DaemonSet runs it privileged (see the chart);
-# the image itself adds nothing beyond the binary and the mount tools it calls.
+# The Secrets Store CSI node plugin, with the layout `bash scripts/images.sh` writes without a
+# daemon (scripts/lib/rootfs.sh): the release binary as /usr/local/bin/secrets-store-csi-driver,
+# exactly the shared libraries it loads, a CA bundle, /etc/nsswitch.conf, /etc/passwd and /etc/group.
+# No mount tools: the driver calls mount(2) itself, which is also why it runs as root (the chart
+# runs it privileged). Build from the repository root:
+#   docker build -f docker/driver.Dockerfile --build-arg REVISION="$(git rev-parse HEAD)" \
+#     -t ghcr.io/secrets-store-rs/secrets-store-csi-driver:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin secrets-store-csi-driver
+RUN cargo build --release --locked --bin secrets-store-csi-driver \
+ && bash -c 'source scripts/lib/rootfs.sh && rootfs_assemble target/release/secrets-store-csi-driver secrets-store-csi-driver /rootfs'
 
-FROM debian:bookworm-slim
-# util-linux provides mount/umount for environments where the driver falls back to them;
-# ca-certificates for nothing secret-bearing, only the Kubernetes API's public CA chains.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends util-linux ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/secrets-store-csi-driver /usr/local/bin/secrets-store-csi-driver
+FROM scratch
+# VERSION is the workspace version (Cargo.toml); the images test checks that they agree.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+LABEL org.opencontainers.image.title="secrets-store-csi-driver" \
+      org.opencontainers.image.description="Secrets Store CSI Driver node plugin (Rust)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/secrets-store-rs/secrets-store-rs" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 0:0
 ENTRYPOINT ["/usr/local/bin/secrets-store-csi-driver"]

@@ -1,14 +1,29 @@
-# The Azure Key Vault provider. Build from the repository root:
-#   docker build -f docker/provider-azure.Dockerfile -t secrets-store-provider-azure .
-# Minimal runtime (distroless, no shell) running as a non-root user by default. The chart runs it
-# as UID 0 with every capability dropped only because the providers hostPath folder the driver
-# reads is root-owned; the process needs no privilege beyond creating its socket there.
+# The Azure Key Vault provider, with the layout `bash scripts/images.sh` writes without a daemon
+# (scripts/lib/rootfs.sh): the release binary as /usr/local/bin/secrets-store-provider-azure,
+# exactly the shared libraries it loads, a CA bundle, /etc/nsswitch.conf, /etc/passwd and
+# /etc/group; no shell. It runs as non-root (65532) by default. The chart runs it as UID 0 with
+# every capability dropped only because the providers hostPath folder the driver reads is
+# root-owned; the process needs no privilege beyond creating its socket there.
+# Build from the repository root:
+#   docker build -f docker/provider-azure.Dockerfile --build-arg REVISION="$(git rev-parse HEAD)" \
+#     -t ghcr.io/secrets-store-rs/secrets-store-provider-azure:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin secrets-store-provider-azure
+RUN cargo build --release --locked --bin secrets-store-provider-azure \
+ && bash -c 'source scripts/lib/rootfs.sh && rootfs_assemble target/release/secrets-store-provider-azure secrets-store-provider-azure /rootfs'
 
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/secrets-store-provider-azure /secrets-store-provider-azure
+FROM scratch
+# VERSION is the workspace version (Cargo.toml); the images test checks that they agree.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+LABEL org.opencontainers.image.title="secrets-store-provider-azure" \
+      org.opencontainers.image.description="Azure Key Vault provider for the Secrets Store CSI Driver (Rust)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/secrets-store-rs/secrets-store-rs" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 65532:65532
-ENTRYPOINT ["/secrets-store-provider-azure"]
+ENTRYPOINT ["/usr/local/bin/secrets-store-provider-azure"]

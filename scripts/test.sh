@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command (README "Quick start"): installs the test peers, then runs the
-# format check, clippy with warnings denied, and every test of the workspace. Integration tests
-# use the real peers; with CI=true a missing peer fails its test instead of skipping it.
+# The project's test command (README "Quick start"): installs the test peers, builds the
+# container images, then runs the format check, clippy with warnings denied, and every test of the
+# workspace. Integration tests use the real peers; with CI=true a missing peer fails its test
+# instead of skipping it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -22,6 +23,11 @@ fi
 
 step "installing test peers (scripts/peers.sh)"
 bash scripts/peers.sh
+
+# The release binaries in container images (OCI archives in target/images/, checked by
+# crates/e2e/tests/images.rs). Skips an image whose inputs have not changed.
+step "building the container images (scripts/images.sh)"
+bash scripts/images.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

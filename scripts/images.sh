@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Builds the project's container images as OCI image archives, without a container daemon:
+#
+#   target/images/secrets-store-csi-driver.tar      ghcr.io/secrets-store-rs/secrets-store-csi-driver:<version>
+#   target/images/secrets-store-provider-azure.tar  ghcr.io/secrets-store-rs/secrets-store-provider-azure:<version>
+#   target/images/keyvault-emulator.tar             ghcr.io/secrets-store-rs/keyvault-emulator:<version>
+#
+# <version> is the workspace version, the charts' default tag. Each image is one layer: the release
+# binary as /usr/local/bin/<name> (the entrypoint), exactly the shared libraries it loads (its
+# dynamic loader, libc, libm, libgcc_s... as ldd resolves them on this machine), this machine's CA
+# bundle, /etc/nsswitch.conf (`hosts: files dns`), /etc/passwd and /etc/group with root and
+# nonroot (65532), and /tmp. The driver runs as root (it calls mount(2)); the provider and the
+# emulator run as 65532. Labels: org.opencontainers.image.{title,version,revision,source,licenses}.
+#
+#   bash scripts/images.sh            build what changed (a second run with nothing changed only
+#                                     runs cargo's up-to-date check and compares hashes)
+#   bash scripts/images.sh --force    rebuild the archives even when the stamp matches
+#
+# Import into containerd:  ctr -n k8s.io images import target/images/secrets-store-csi-driver.tar
+# Push to a registry:      skopeo copy oci-archive:target/images/secrets-store-csi-driver.tar \
+#                            docker://REGISTRY/secrets-store-csi-driver:TAG
+# Environment: SSCSI_IMAGE_REPOSITORY (default ghcr.io/secrets-store-rs), SSCSI_IMAGE_SOURCE (the
+# source label), CARGO_TARGET_DIR (as cargo reads it).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=scripts/lib/oci.sh
+source "$root/scripts/lib/oci.sh"
+# shellcheck source=scripts/lib/rootfs.sh
+source "$root/scripts/lib/rootfs.sh"
+
+log() { printf '[images] %s\n' "$*" >&2; }
+die() { printf '[images] error: %s\n' "$*" >&2; exit 1; }
+
+force=0
+case "${1:-}" in
+  --force) force=1 ;;
+  -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) die "unknown argument '$1' (try --help)" ;;
+esac
+
+repository=${SSCSI_IMAGE_REPOSITORY:-ghcr.io/secrets-store-rs}
+source_url=${SSCSI_IMAGE_SOURCE:-https://github.com/secrets-store-rs/secrets-store-rs}
+target=${CARGO_TARGET_DIR:-$root/target}
+case $target in /*) ;; *) target=$root/$target ;; esac
+out=$target/images
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+[[ -n $version ]] || die "no version in [workspace.package] of Cargo.toml"
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [[ $revision != unknown && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+  revision+=-dirty
+fi
+[[ -f $ca_bundle ]] || die "no CA bundle at $ca_bundle (apt-get install ca-certificates)"
+command -v ldd >/dev/null || die "ldd is required (Debian package libc-bin)"
+
+# name user description
+images=(
+  "secrets-store-csi-driver 0:0 Secrets Store CSI Driver node plugin (Rust)"
+  "secrets-store-provider-azure 65532:65532 Azure Key Vault provider for the Secrets Store CSI Driver (Rust)"
+  "keyvault-emulator 65532:65532 Local Key Vault, Entra ID and IMDS emulator for trying and testing mounts"
+)
+
+start=$(date +%s)
+bins=()
+for spec in "${images[@]}"; do bins+=(--bin "${spec%% *}"); done
+log "cargo build --release --locked ${bins[*]}"
+cargo build --release --locked "${bins[@]}"
+
+mkdir -p "$out"
+built=0
+for spec in "${images[@]}"; do
+  read -r name user description <<<"$spec"
+  binary=$target/release/$name
+  [[ -x $binary ]] || die "cargo did not produce $binary"
+  ref=$repository/$name:$version
+  libs_text=$(rootfs_libraries "$binary") || die "cannot list the libraries of $binary"
+  libs=()
+  [[ -z $libs_text ]] || mapfile -t libs <<<"$libs_text"
+  # Everything the archive is made of; the archive is rebuilt only when this changes.
+  want=$(
+    printf '%s\n' "$ref" "$user" "$description" "$revision" "$source_url"
+    sha256sum "$binary" "$ca_bundle" "${libs[@]}" "$root/scripts/images.sh" "$root/scripts/lib/oci.sh" "$root/scripts/lib/rootfs.sh"
+  )
+  stamp=$out/$name.stamp
+  if ((!force)) && [[ -f $out/$name.tar && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+    log "$name: up to date ($out/$name.tar)"
+    continue
+  fi
+
+  rootfs=$(mktemp -d "$out/rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' EXIT
+  rootfs_assemble "$binary" "$name" "$rootfs" || die "cannot assemble the root filesystem of $name"
+  rootfs_kib=$(du -sk --apparent-size "$rootfs" | cut -f1)
+
+  OCI_WORK_DIR=$out oci_archive --gzip --user "$user" \
+    --env PATH=/usr/local/bin:/usr/bin:/bin \
+    --label "org.opencontainers.image.title=$name" \
+    --label "org.opencontainers.image.description=$description" \
+    --label "org.opencontainers.image.version=$version" \
+    --label "org.opencontainers.image.revision=$revision" \
+    --label "org.opencontainers.image.source=$source_url" \
+    --label "org.opencontainers.image.licenses=Apache-2.0" \
+    "$out/$name.tar" "$ref" "$rootfs" "[\"/usr/local/bin/$name\"]"
+  rm -rf "$rootfs"
+  trap - EXIT
+  printf '%s' "$want" >"$stamp"
+  built=$((built + 1))
+  log "$name: $ref -> $out/$name.tar ($(($(stat -c %s "$out/$name.tar") / 1024)) KiB; unpacked $rootfs_kib KiB)"
+done
+log "$built image(s) built in $(($(date +%s) - start))s under $out"
