@@ -19,7 +19,7 @@ pub use control_plane::{ControlPlane, ControlPlaneError, get_text};
 pub use hosts::HostsOverride;
 pub use namespaces::{HOST_PATHS_TO_WATCH, NamespaceError, PrivateNamespaces};
 pub use node::{Node, NodeError, NodeOptions, pod_ready, workload_image};
-pub use peers::{INSTALL_COMMAND, Peer, peer, peers_dir, project_root};
+pub use peers::{INSTALL_COMMAND, Peer, in_ci, peer, peers_dir, project_root};
 pub use process::ChildGuard;
 pub use python::PythonSdk;
 
