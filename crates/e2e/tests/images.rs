@@ -77,17 +77,25 @@ fn the_charts_default_to_the_images_built_here() {
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         let values: serde_json::Value = serde_saphyr::from_str(&text)
             .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
-        let image_values = &values["linux"]["image"];
-        assert_eq!(
-            image_values["repository"].as_str(),
-            Some(format!("{REPOSITORY}/{}", image.name).as_str()),
-            "{chart}: linux.image.repository"
-        );
-        assert_eq!(
-            image_values["tag"].as_str(),
-            Some(VERSION),
-            "{chart}: linux.image.tag"
-        );
+        // The driver image also runs the driver chart's CRD hook Job.
+        let keys: &[&str] = if image.name == DRIVER.name {
+            &["image", "crds.image"]
+        } else {
+            &["image"]
+        };
+        for key in keys {
+            let image_values = key.split('.').fold(&values["linux"], |v, part| &v[part]);
+            assert_eq!(
+                image_values["repository"].as_str(),
+                Some(format!("{REPOSITORY}/{}", image.name).as_str()),
+                "{chart}: linux.{key}.repository"
+            );
+            assert_eq!(
+                image_values["tag"].as_str(),
+                Some(VERSION),
+                "{chart}: linux.{key}.tag"
+            );
+        }
     }
 }
 
