@@ -180,6 +180,31 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
             .any(|o| o["metadata"]["name"] == "secretprovidersyncing-role"),
         "secret sync RBAC must be off by default"
     );
+    // A rotation interval set on the driver chart alone also bounds the provider's cache, so
+    // rotation is not held back by a cached answer; an explicit cacheTTL wins.
+    let provider_cache_ttl = |extra: &[&str]| -> Vec<String> {
+        let objects = render(&helm_bin, PROVIDER_CHART, extra);
+        let ds = find(&objects, "DaemonSet", "csi-secrets-store-provider-azure");
+        container_args(ds, "provider-azure-installer")
+            .into_iter()
+            .filter(|a| a.starts_with("--cache-ttl"))
+            .collect()
+    };
+    // (the provider chart's default rotation period for the driver is 2m, as upstream's)
+    assert_eq!(provider_cache_ttl(&[]), ["--cache-ttl=2m"]);
+    assert_eq!(
+        provider_cache_ttl(&["--set", "secrets-store-csi-driver.rotationPollInterval=30s"]),
+        ["--cache-ttl=30s"]
+    );
+    assert_eq!(
+        provider_cache_ttl(&[
+            "--set",
+            "secrets-store-csi-driver.rotationPollInterval=30s",
+            "--set-string",
+            "cacheTTL=0"
+        ]),
+        ["--cache-ttl=0"]
+    );
     // The driver registers itself with kubelet and serves its own liveness endpoint: no sidecars.
     let driver = find(&defaults, "DaemonSet", "secrets-store-csi-driver");
     let containers: Vec<&str> = driver["spec"]["template"]["spec"]["containers"]
