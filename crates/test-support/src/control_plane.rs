@@ -26,6 +26,9 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
 use crate::{ChildGuard, Peer, free_port, peer};
 
+/// The `kubernetes` Service's cluster IP: the first address of `--service-cluster-ip-range`.
+pub const KUBERNETES_SERVICE_IP: [u8; 4] = [10, 96, 0, 1];
+
 /// How long etcd and kube-apiserver get to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -436,6 +439,16 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        // The `kubernetes` Service's cluster IP (first of --service-cluster-ip-range), for pods
+        // that reach the apiserver through a relay standing in for kube-proxy.
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(KUBERNETES_SERVICE_IP.into()));
+        for name in ["kubernetes.default", "kubernetes.default.svc"] {
+            serving
+                .subject_alt_names
+                .push(SanType::DnsName(name.try_into().map_err(err)?));
+        }
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

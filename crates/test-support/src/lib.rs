@@ -13,15 +13,17 @@ mod node;
 mod peers;
 mod process;
 mod python;
+mod stand_ins;
 pub mod versions;
 
-pub use control_plane::{ControlPlane, ControlPlaneError, get_text};
+pub use control_plane::{ControlPlane, ControlPlaneError, KUBERNETES_SERVICE_IP, get_text};
 pub use hosts::HostsOverride;
 pub use namespaces::{HOST_PATHS_TO_WATCH, NamespaceError, PrivateNamespaces};
 pub use node::{Node, NodeError, NodeOptions, pod_ready, workload_image};
 pub use peers::{INSTALL_COMMAND, Peer, in_ci, peer, peers_dir, project_root};
 pub use process::ChildGuard;
 pub use python::PythonSdk;
+pub use stand_ins::{Controllers, ServiceRelay};
 
 /// A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it).
 ///
