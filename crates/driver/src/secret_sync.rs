@@ -193,7 +193,8 @@ pub async fn sync(
 fn explain(e: &kube::Error, verb: &str, resource: &str) -> String {
     match e {
         kube::Error::Api(s) if s.code == 403 => format!(
-            "forbidden ({}): the driver's ServiceAccount needs `{verb}` on {resource} (deploy/rbac.yaml)",
+            "forbidden ({}): the driver's ServiceAccount needs `{verb}` on {resource} \
+             (deploy/rbac.yaml; with the Helm chart, set syncSecret.enabled=true)",
             s.message
         ),
         other => other.to_string(),

@@ -155,7 +155,13 @@ identities:
 /// The chart values, written with upstream's value names only (a user migrating keeps their
 /// file): the emulator's CA replaces the image's bundle through `linux.volumes` and
 /// `linux.volumeMounts`, as an Azure Stack Hub user adds their private CA.
-fn values(kubelet_dir: &Path, cloud_dir: &Path, certs_dir: &Path, rotation: &str) -> String {
+fn values(
+    kubelet_dir: &Path,
+    cloud_dir: &Path,
+    certs_dir: &Path,
+    rotation: &str,
+    sync: bool,
+) -> String {
     format!(
         r#"linux:
   volumes:
@@ -175,7 +181,7 @@ secrets-store-csi-driver:
   enableSecretRotation: true
   rotationPollInterval: {rotation}
   syncSecret:
-    enabled: true
+    enabled: {sync}
   linux:
     kubeletRootDir: {kubelet}
     tolerations:
@@ -248,7 +254,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
     let values_file = node.scratch("helm")?.join("values.yaml");
     std::fs::write(
         &values_file,
-        values(&node.kubelet_dir(), &cloud, &certs, "2s"),
+        values(&node.kubelet_dir(), &cloud, &certs, "2s", true),
     )?;
     let kubeconfig = cp.kubeconfig_path().display().to_string();
     let values_arg = values_file.display().to_string();
@@ -357,6 +363,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
                 }],
             },
         }))?;
+        let workload = pod.clone();
         let pod = node.run_pod(pod, Duration::from_secs(120)).await?;
         let got = node.exec(&pod, "app", &["cat", "/mnt/secrets/plain"])?;
         ensure!(got == "installed by helm", "workload reads {got:?}");
@@ -372,7 +379,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
         wait_content(&node, &pod, "rotated under helm", SYNC * 3 + Duration::from_secs(20)).await?;
 
         // helm upgrade: a new rotation interval reaches the driver's new pod.
-        std::fs::write(&values_file, values(&node.kubelet_dir(), &cloud, &certs, "3s"))?;
+        std::fs::write(&values_file, values(&node.kubelet_dir(), &cloud, &certs, "3s", true))?;
         helm(&[
             "upgrade", "sscsi", "charts/csi-secrets-store-provider-azure", "--namespace",
             SYSTEM_NS, "--kubeconfig", &kubeconfig, "-f", &values_arg, "--wait", "--timeout",
@@ -391,6 +398,34 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
         wait_content(&node, &pod, "rotated after upgrade", SYNC * 3 + Duration::from_secs(40)).await?;
 
         node.delete_pod(NS, "workload", Duration::from_secs(60)).await?;
+
+        // Least privilege: with syncSecret.enabled=false the driver has no Secret permissions;
+        // a class that asks for sync still mounts, and the pod gets an Event saying what to set.
+        std::fs::write(&values_file, values(&node.kubelet_dir(), &cloud, &certs, "3s", false))?;
+        helm(&[
+            "upgrade", "sscsi", "charts/csi-secrets-store-provider-azure", "--namespace",
+            SYSTEM_NS, "--kubeconfig", &kubeconfig, "-f", &values_arg, "--wait", "--timeout",
+            "3m",
+        ])?;
+        let mut nosync = workload.clone();
+        nosync.metadata.name = Some("nosync".into());
+        let nosync = node.run_pod(nosync, Duration::from_secs(120)).await?;
+        let got = node.exec(&nosync, "app", &["cat", "/mnt/secrets/plain"])?;
+        ensure!(got == "rotated after upgrade", "nosync reads {got:?}");
+        let start = Instant::now();
+        loop {
+            let events = node.event_messages(NS, "nosync").await;
+            if let Some(e) = events.iter().find(|e| e.contains("syncSecret.enabled=true")) {
+                println!("with syncSecret.enabled=false: {e}");
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "no Event about Secret sync: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        node.delete_pod(NS, "nosync", Duration::from_secs(60)).await?;
         helm(&["uninstall", "sscsi", "--namespace", SYSTEM_NS, "--kubeconfig", &kubeconfig, "--wait"])?;
         let start = Instant::now();
         loop {
