@@ -36,6 +36,7 @@ pub mod certs;
 mod entra;
 mod error;
 pub mod keys;
+mod persist;
 pub mod pkcs12;
 pub mod seed;
 mod server;
@@ -224,8 +225,9 @@ impl Emulator {
                 .insert(vs.name.to_ascii_lowercase(), build_vault(&seed, vs)?);
             dirty = true;
         }
-        if dirty && let Some(p) = &config.state_file {
-            store.persist(p)?;
+        let persister = config.state_file.clone().map(persist::Persister::new);
+        if dirty && let Some(p) = &persister {
+            p.snapshot(&mut store)?.write().await?;
         }
 
         let mut tenants: Vec<String> = vec![seed.default_tenant().to_string()];
@@ -278,7 +280,7 @@ impl Emulator {
         let signer = entra::Signer::generate().map_err(Error::Tls)?;
         let shared = Arc::new(server::Shared {
             store: RwLock::new(store),
-            state_path: config.state_file.clone(),
+            persister,
             dir: entra::Directory::from_seed(&seed),
             signer,
             telemetry: admin::Telemetry::default(),

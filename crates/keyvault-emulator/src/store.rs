@@ -1,15 +1,13 @@
 //! The vault contents: secrets, keys and certificates with versions; JSON rendering in Key Vault's
-//! wire shapes; durable persistence to the state file.
+//! wire shapes. Persistence to the state file is in [`crate::persist`].
 
 use crate::certs::{self, Bundle, CT_PEM, CT_PKCS12};
-use crate::error::{Error, KvError, ObjectKind};
+use crate::error::{KvError, ObjectKind};
 use crate::keys::KeyMaterial;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub(crate) const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
@@ -205,67 +203,7 @@ pub(crate) struct Store {
     pub(crate) vaults: BTreeMap<String, Vault>,
 }
 
-// === persistence ===
-
 impl Store {
-    pub(crate) fn load(path: &Path) -> Result<Option<Store>, Error> {
-        let err = |message: String| Error::State {
-            path: path.display().to_string(),
-            message,
-        };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| err(format!("not a state file written by this emulator ({e}); move it away to start fresh")))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(err(e.to_string())),
-        }
-    }
-
-    /// Writes the whole store: temp file in the same directory, fsync, rename, fsync the directory.
-    pub(crate) fn persist(&self, path: &Path) -> Result<(), Error> {
-        let err = |message: String| Error::State {
-            path: path.display().to_string(),
-            message,
-        };
-        let bytes = Zeroizing::new(serde_json::to_vec(self).map_err(|e| err(e.to_string()))?);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp: PathBuf = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "state".into())
-        ));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            }
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e.to_string()));
-        }
-        Ok(())
-    }
-
     pub(crate) fn vault(&self, name: &str) -> Option<&Vault> {
         self.vaults.get(&name.to_ascii_lowercase())
     }

@@ -1,0 +1,91 @@
+//! IMDS: the managed-identity token endpoint (`/metadata/identity/oauth2/token`).
+
+use super::Resp;
+use super::Shared;
+use super::http::{header, json_response, query_map};
+use crate::entra::Principal;
+use crate::store;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use serde_json::{Value, json};
+
+/// The token fields IMDS answers with (NMI answers a subset).
+pub(super) fn token_fields(
+    shared: &Shared,
+    p: &Principal,
+    resource: &str,
+) -> Result<Value, String> {
+    let (token, exp) = shared.signer.issue(p, resource, shared.token_lifetime)?;
+    let now = store::now();
+    let lifetime = shared.token_lifetime.as_secs();
+    Ok(json!({
+        "access_token": token,
+        "client_id": p.client_id,
+        "expires_in": lifetime.to_string(),
+        "expires_on": exp.to_string(),
+        "ext_expires_in": lifetime.to_string(),
+        "not_before": (now - 300).to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+    }))
+}
+
+pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+    let q = query_map(&req);
+    let err = |status: u16, error: &str, desc: &str| {
+        shared.telemetry.count("Imds", "", status);
+        json_response(
+            status,
+            &json!({ "error": error, "error_description": desc }),
+        )
+    };
+    if req.uri().path().trim_end_matches('/') != "/metadata/identity/oauth2/token" {
+        return err(
+            404,
+            "not_found",
+            "Only /metadata/identity/oauth2/token is served.",
+        );
+    }
+    if req.method() != Method::GET {
+        return err(405, "invalid_request", "Use GET.");
+    }
+    if !header(&req, "metadata").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return err(
+            400,
+            "invalid_request",
+            "Required metadata header not specified",
+        );
+    }
+    let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
+        return err(
+            400,
+            "invalid_request",
+            "Required audience parameter not specified",
+        );
+    };
+    if q.contains_key("mi_res_id") || q.contains_key("msi_res_id") || q.contains_key("object_id") {
+        return err(
+            400,
+            "invalid_request",
+            "Identity not found: select managed identities by client_id in the emulator",
+        );
+    }
+    let principal = match q.get("client_id") {
+        Some(id) => shared.dir.managed.get(&id.to_ascii_lowercase()),
+        None => shared
+            .dir
+            .default_managed
+            .as_ref()
+            .and_then(|d| shared.dir.managed.get(d)),
+    };
+    let Some(p) = principal else {
+        return err(400, "invalid_request", "Identity not found");
+    };
+    match token_fields(shared, p, resource) {
+        Ok(body) => {
+            shared.telemetry.count("Imds", "", 200);
+            json_response(200, &body)
+        }
+        Err(e) => err(500, "unknown_error", &e),
+    }
+}
