@@ -119,12 +119,8 @@ pub enum CrdsCommand {
     Print,
 }
 
-/// Where the CSI server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Unix(PathBuf),
-    Tcp(SocketAddr),
-}
+/// Where the CSI server listens (`--endpoint`), and the shared parsers the flags use.
+pub use daemon::{Endpoint, parse_endpoint, parse_go_duration};
 
 /// The validated configuration the library runs with.
 #[derive(Debug, Clone)]
@@ -211,7 +207,7 @@ impl DriverArgs {
     }
 
     pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        parse_endpoint(&self.endpoint)
+        parse_endpoint(&self.endpoint).map_err(|e| anyhow::anyhow!("--endpoint: {e}"))
     }
 
     pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -236,69 +232,6 @@ fn listen_addr(flag: &str, a: &str) -> anyhow::Result<SocketAddr> {
     };
     full.parse()
         .map_err(|e| anyhow::anyhow!("{flag}={a}: {e} (expected host:port or :port)"))
-}
-
-/// `unix:///abs/path`, `unix://rel/path` (made absolute, as upstream does on Linux), or
-/// `tcp://host:port`.
-pub fn parse_endpoint(s: &str) -> anyhow::Result<Endpoint> {
-    if let Some(rest) = s.strip_prefix("unix://") {
-        let path = if rest.starts_with('/') {
-            PathBuf::from(rest)
-        } else {
-            PathBuf::from(format!("/{rest}"))
-        };
-        if rest.is_empty() {
-            anyhow::bail!("--endpoint={s}: empty socket path");
-        }
-        return Ok(Endpoint::Unix(path));
-    }
-    if let Some(rest) = s.strip_prefix("tcp://") {
-        return Ok(Endpoint::Tcp(
-            rest.parse()
-                .map_err(|e| anyhow::anyhow!("--endpoint={s}: {e}"))?,
-        ));
-    }
-    anyhow::bail!("--endpoint={s}: must start with unix:// or tcp://")
-}
-
-/// Go's `time.ParseDuration` for the units flags use: `ns`, `us`, `ms`, `s`, `m`, `h`,
-/// concatenated (`1h30m`) and fractional (`1.5s`). Written by hand because the common Rust
-/// parsers accept a different syntax (`2min`, spaces) and reject Go's.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (examples: 30s, 2m, 1h30m)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_end == 0 {
-            return Err(err());
-        }
-        let value: f64 = rest[..num_end].parse().map_err(|_| err())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| err())
 }
 
 #[cfg(test)]
@@ -353,15 +286,32 @@ mod tests {
         Ok(())
     }
 
+    /// Every duration flag goes through the checked parser: a value too large for a duration is
+    /// a flag error, not a panic, and Go's forms parse (single-dash flags too, as Go's `flag`).
     #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_go_duration("2min").is_err());
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration("m").is_err());
+    fn duration_flags_are_checked() -> anyhow::Result<()> {
+        let parse = |args: &[&str]| {
+            DriverArgs::try_parse_from(daemon::normalize_args(
+                std::iter::once("driver".to_owned()).chain(args.iter().map(|s| (*s).to_owned())),
+            ))
+        };
+        for args in [
+            &["--rotation-poll-interval=99999999999999999999h"][..],
+            &["--provider-health-check-interval=99999999999999999999h"],
+            &["crds", "apply", "--timeout=99999999999999999999h"],
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains("too large"), "{args:?}: {e}");
+        }
+        let a = parse(&["-rotation-poll-interval=1m30s", "-nodeid=n1", "-v=4"])?;
+        assert_eq!(a.rotation_poll_interval, Duration::from_secs(90));
+        assert_eq!((a.nodeid.as_str(), a.verbosity), ("n1", 4));
+        let e = parse(&["--endpoint=udp://x"])?
+            .endpoint()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--endpoint") && e.contains("unix://"), "{e}");
+        Ok(())
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<(), String>
                     .await
             }
             Endpoint::Tcp(addr) => {
+                let addr = Endpoint::tcp_listen_addr(addr);
                 tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| e.to_string())?
                     .connect()

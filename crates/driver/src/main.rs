@@ -10,9 +10,15 @@ use driver::{
     Mounter, NodeService, TmpfsMounter,
 };
 
+/// `-v`: 0-3 info, 4-5 debug, 6+ trace (the `-v` help).
+const VERBOSITY: daemon::logging::Verbosity = daemon::logging::Verbosity {
+    debug_from: 4,
+    trace_from: 6,
+};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = DriverArgs::parse();
+    let args = DriverArgs::parse_from(daemon::normalize_args(std::env::args()));
     if args.version {
         let v = serde_json::json!({ "BuildVersion": driver::VERSION, "GitCommit": option_env!("GIT_COMMIT").unwrap_or(""), "BuildDate": option_env!("BUILD_DATE").unwrap_or("") });
         #[allow(clippy::print_stdout)]
@@ -21,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    init_logging(&args);
+    daemon::logging::init(args.log_format_json, VERBOSITY, args.verbosity);
     if let Some(command) = &args.command {
         return run_command(command, &args).await;
     }
@@ -117,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         })
     });
     tokio::spawn(async move {
-        shutdown_signal().await;
+        daemon::signal::shutdown().await;
         let _ = stop_tx.send(true);
     });
     let result = csi
@@ -162,37 +168,4 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
         })?,
     };
     Ok(kube::Client::try_from(config)?)
-}
-
-fn init_logging(args: &DriverArgs) {
-    let level = match args.verbosity {
-        0..=3 => "info",
-        4..=5 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{level},h2=info,hyper=info,tower=info,kube_client=info"
-        ))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -82,23 +82,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let path = info.socket_path(registration_dir);
-    tokio::fs::create_dir_all(registration_dir)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--plugin-registration-dir={}: cannot create the folder: {e}",
-                registration_dir.display()
-            )
-        })?;
-    match tokio::fs::remove_file(&path).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("removing stale registration socket {}: {e}", path.display()),
-    }
-    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| {
+    // Owner-only (kubelet connects as root, as the driver runs), parent created, stale removed.
+    let listener = daemon::uds::bind_private(&path).map_err(|e| {
         anyhow::anyhow!(
-            "listening on the registration socket {}: {e}",
-            path.display()
+            "--plugin-registration-dir={}: registration socket: {e}",
+            registration_dir.display()
         )
     })?;
     tracing::info!(socket = %path.display(), endpoint = %info.endpoint.display(), "serving kubelet plugin registration");

@@ -10,8 +10,9 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use crate::config::Endpoint;
 use crate::node::NodeService;
 
-/// Serve Identity, Node (and ControllerGetCapabilities) on `endpoint` until `shutdown` resolves. A stale unix socket file is
-/// removed first (as upstream); the socket is removed again on shutdown.
+/// Serve Identity, Node (and ControllerGetCapabilities) on `endpoint` until `shutdown` resolves.
+/// A unix socket is bound private ([`daemon::uds::bind_private`]: owner-only, parent directory
+/// created, stale socket removed as upstream) and removed again on shutdown.
 pub async fn serve(
     service: NodeService,
     endpoint: &Endpoint,
@@ -23,16 +24,7 @@ pub async fn serve(
         .add_service(NodeServer::new(service));
     match endpoint {
         Endpoint::Unix(path) => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => anyhow::bail!("removing stale socket {}: {e}", path.display()),
-            }
-            let listener = tokio::net::UnixListener::bind(path)
-                .map_err(|e| anyhow::anyhow!("listening on {}: {e}", path.display()))?;
+            let listener = daemon::uds::bind_private(path)?;
             tracing::info!(endpoint = %path.display(), "CSI server listening");
             let result = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
@@ -41,7 +33,9 @@ pub async fn serve(
             result?;
         }
         Endpoint::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = tokio::net::TcpListener::bind(Endpoint::tcp_listen_addr(addr))
+                .await
+                .map_err(|e| anyhow::anyhow!("listening on tcp://{addr}: {e}"))?;
             tracing::info!(endpoint = %addr, "CSI server listening");
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

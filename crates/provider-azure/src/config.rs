@@ -120,65 +120,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Go-style argv: `-endpoint=x` → `--endpoint=x` (but `-v=5` stays).
-pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    args.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            if i > 0
-                && a.starts_with('-')
-                && !a.starts_with("--")
-                && a.len() > 2
-                && !a.starts_with("-v=")
-                && !a.starts_with("-v")
-            {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
-/// Parses Go durations such as `5s`, `1m30s`, `250ms`, `2h`.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        let n: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+pub use daemon::{normalize_args, parse_go_duration};
 
 /// Flag validation problems.
 #[derive(Debug, thiserror::Error)]
@@ -376,14 +318,22 @@ mod tests {
         );
     }
 
+    /// Every duration flag goes through the checked parser: a value too large for a duration is a
+    /// flag error (the copy this crate had before panicked here), and the chart's forms parse.
     #[test]
-    fn go_durations() {
-        assert_eq!(
-            parse_go_duration("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(parse_go_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("x").is_err());
+    fn duration_flags_are_checked() {
+        for flag in [
+            "--healthz-timeout",
+            "--keyvault-timeout",
+            "--cache-ttl",
+            "--keyvault-throttle-budget",
+        ] {
+            let v = normalize_args(["p".to_owned(), format!("{flag}=99999999999999999999h")]);
+            let e = Args::try_parse_from(v).unwrap_err().to_string();
+            assert!(e.contains("too large"), "{flag}: {e}");
+        }
+        let a = parse(&["--cache-ttl=1m30s", "-keyvault-timeout=250ms"]);
+        assert_eq!(a.cache_ttl, Duration::from_secs(90));
+        assert_eq!(a.keyvault_timeout, Duration::from_millis(250));
     }
 }

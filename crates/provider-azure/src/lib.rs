@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod error;
-pub mod logging;
 pub mod metrics;
 pub mod params;
 pub mod provider;

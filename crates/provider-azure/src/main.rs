@@ -2,7 +2,13 @@
 
 use clap::Parser;
 use provider_azure::config::{Args, normalize_args};
-use provider_azure::{Server, logging, version};
+use provider_azure::{Server, version};
+
+/// `-v`: 0-1 info, 2-4 debug, 5+ trace (the `-v` help).
+const VERBOSITY: daemon::logging::Verbosity = daemon::logging::Verbosity {
+    debug_from: 2,
+    trace_from: 5,
+};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -17,7 +23,7 @@ async fn main() -> std::process::ExitCode {
         }
         return std::process::ExitCode::SUCCESS;
     }
-    logging::init(args.log_format_json, args.verbosity);
+    daemon::logging::init(args.log_format_json, VERBOSITY, args.verbosity);
     tracing::info!(
         version = version::BUILD_VERSION,
         "Starting Azure Key Vault Provider"
@@ -30,7 +36,7 @@ async fn main() -> std::process::ExitCode {
     let run = async {
         let config = args.server_config()?;
         let server = Server::bind(config).await?;
-        server.serve(shutdown_signal()).await?;
+        server.serve(daemon::signal::shutdown()).await?;
         Ok::<_, anyhow::Error>(())
     };
     match run.await {
@@ -42,20 +48,5 @@ async fn main() -> std::process::ExitCode {
             tracing::error!(error = %e, "provider failed");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
     }
 }

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use daemon::{Endpoint, EndpointError, parse_endpoint};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,8 @@ impl ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Endpoint syntax.
-    #[error("invalid endpoint: {0}")]
-    Endpoint(String),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     /// Binding a listener.
     #[error("failed to listen on {what}: {source}")]
     Listen {
@@ -74,33 +76,6 @@ pub enum ServerError {
     /// The gRPC server stopped with an error.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
-}
-
-/// A parsed `--endpoint`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// Unix socket path.
-    Unix(PathBuf),
-    /// TCP address (`host:port`, host may be empty).
-    Tcp(String),
-}
-
-/// Parses `unix://…` / `tcp://…` (scheme case-insensitive) as upstream.
-pub fn parse_endpoint(ep: &str) -> Result<Endpoint, ServerError> {
-    let lower = ep.to_ascii_lowercase();
-    if lower.starts_with("unix://") && ep.len() > 7 {
-        let rest = &ep[7..];
-        let path = if rest.starts_with('/') {
-            rest.to_owned()
-        } else {
-            format!("/{rest}")
-        };
-        return Ok(Endpoint::Unix(PathBuf::from(path)));
-    }
-    if lower.starts_with("tcp://") && ep.len() > 6 {
-        return Ok(Endpoint::Tcp(ep[6..].to_owned()));
-    }
-    Err(ServerError::Endpoint(ep.to_owned()))
 }
 
 // === impl Service ===
@@ -217,8 +192,8 @@ async fn tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, ServerError> {
 }
 
 impl Server {
-    /// Builds the provider and binds every listener. A stale unix socket is removed first; the new
-    /// one is made owner-only (0600).
+    /// Builds the provider and binds every listener. The unix socket is bound private
+    /// ([`daemon::uds::bind_private`]: owner-only, stale socket removed).
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         let metrics = Metrics::new();
         let provider = Arc::new(Provider::new(config.provider.clone(), metrics)?);
@@ -231,13 +206,15 @@ impl Server {
         provider: Arc<Provider>,
     ) -> Result<Self, ServerError> {
         let listener = match parse_endpoint(&config.endpoint)? {
-            Endpoint::Unix(path) => Listener::Unix(bind_unix(&path)?, path),
+            Endpoint::Unix(path) => {
+                let l = daemon::uds::bind_private(&path).map_err(|source| ServerError::Listen {
+                    what: "the unix socket".into(),
+                    source,
+                })?;
+                Listener::Unix(l, path)
+            }
             Endpoint::Tcp(addr) => {
-                let addr = if addr.starts_with(':') {
-                    format!("0.0.0.0{addr}")
-                } else {
-                    addr
-                };
+                let addr = Endpoint::tcp_listen_addr(&addr);
                 let l = TcpListener::bind(&addr)
                     .await
                     .map_err(|source| ServerError::Listen {
@@ -268,13 +245,7 @@ impl Server {
     }
 
     fn endpoint_display(&self) -> String {
-        match &self.listener {
-            Listener::Unix(_, p) => format!("unix://{}", p.display()),
-            Listener::Tcp(l) => format!(
-                "tcp://{}",
-                l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-            ),
-        }
+        self.listener_target().to_string()
     }
 
     /// The unix socket path, if serving on one.
@@ -385,34 +356,6 @@ impl Server {
     }
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
-    let what = || path.display().to_string();
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed stale socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ServerError::Listen {
-                what: what(),
-                source,
-            });
-        }
-    }
-    let l = UnixListener::bind(path).map_err(|source| ServerError::Listen {
-        what: what(),
-        source,
-    })?;
-    // With the usual umask (022) a fresh socket is not writable (= not connectable) by others, so
-    // tightening it right after bind leaves no window for a foreign connection.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ServerError::Listen {
-            what: what(),
-            source,
-        }
-    })?;
-    Ok(l)
-}
-
 /// A gRPC channel to our own socket.
 async fn channel(target: &Endpoint) -> Result<tonic::transport::Channel, String> {
     match target {
@@ -521,32 +464,5 @@ async fn serve_metrics(
         .await
     {
         tracing::error!(error = %e, "metrics server failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_as_upstream() {
-        assert!(parse_endpoint("udp:///provider/azure.sock").is_err());
-        assert!(parse_endpoint("unix://").is_err());
-        assert_eq!(
-            parse_endpoint("tcp://:7777").unwrap(),
-            Endpoint::Tcp(":7777".into())
-        );
-        assert_eq!(
-            parse_endpoint("unix:///provider/azure.sock").unwrap(),
-            Endpoint::Unix("/provider/azure.sock".into())
-        );
-        assert_eq!(
-            parse_endpoint("UNIX://tmp/a.sock").unwrap(),
-            Endpoint::Unix("/tmp/a.sock".into())
-        );
-        assert_eq!(
-            parse_endpoint("bad").unwrap_err().to_string(),
-            "invalid endpoint: bad"
-        );
     }
 }
