@@ -1,5 +1,5 @@
 //! End-to-end tests live in `tests/`; this library locates (and if needed builds) the workspace's
-//! binaries for them.
+//! binaries for them and runs Helm the same way for every chart test.
 
 use std::path::PathBuf;
 
@@ -27,4 +27,27 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Runs `helm` (the peer at `helm_bin`) in the project root with its caches and config kept out of
+/// the user's home; stdout on success, both streams in the error otherwise.
+pub fn helm(helm_bin: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let scratch = std::env::temp_dir();
+    let out = std::process::Command::new(helm_bin)
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env("HELM_CACHE_HOME", scratch.join("sscsi-helm-cache"))
+        .env("HELM_CONFIG_HOME", scratch.join("sscsi-helm-config"))
+        .env("HELM_DATA_HOME", scratch.join("sscsi-helm-data"))
+        .output()
+        .map_err(|e| format!("cannot run helm: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "helm {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::{path::Path, process::Command};
 
+use e2e::helm;
 use kube::{
     Api, Client,
     api::{DynamicObject, Patch, PatchParams, ValidationDirective},
@@ -15,37 +16,22 @@ use test_support::{ControlPlane, Peer, project_root, require_peer, versions};
 const PROVIDER_CHART: &str = "charts/csi-secrets-store-provider-azure";
 const DRIVER_CHART: &str = "charts/secrets-store-csi-driver";
 
-fn helm(helm: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(helm)
-        .args(args)
-        .current_dir(project_root())
-        // Keep helm's caches and config out of the user's home.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("sscsi-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("sscsi-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("sscsi-helm-data"),
-        )
-        .output()
-        .map_err(|e| format!("cannot run helm: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "helm {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+/// `helm dependency build` of the provider chart, once per test process: it replaces the chart's
+/// `charts/` folder through a temporary one, and a render running at the same time (tests run in
+/// parallel) would see neither.
+fn build_dependencies(helm_bin: &Path) {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
+        helm(helm_bin, &["dependency", "build", PROVIDER_CHART]).unwrap_or_else(|e| panic!("{e}"));
+        *built = true;
     }
 }
 
 fn render(helm_bin: &Path, chart: &str, extra: &[&str]) -> Vec<Value> {
+    build_dependencies(helm_bin);
     let mut args = vec![
         "template",
         "sscsi",
@@ -161,7 +147,7 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
     let plane = plane.expect("control plane");
 
     helm(&helm_bin, &["lint", DRIVER_CHART]).unwrap_or_else(|e| panic!("{e}"));
-    helm(&helm_bin, &["dependency", "build", PROVIDER_CHART]).unwrap_or_else(|e| panic!("{e}"));
+    build_dependencies(&helm_bin);
     helm(&helm_bin, &["lint", PROVIDER_CHART]).unwrap_or_else(|e| panic!("{e}"));
 
     // Default values: the provider chart with the driver as its dependency.
@@ -543,7 +529,7 @@ fn find_documented<'a>(
 #[test]
 fn every_upstream_value_changes_the_render_or_is_documented() {
     let helm_bin = require_peer!(Peer::Helm);
-    helm(&helm_bin, &["dependency", "build", PROVIDER_CHART]).unwrap_or_else(|e| panic!("{e}"));
+    build_dependencies(&helm_bin);
     let template = |chart: &str, sets: &[&str]| {
         let mut args = vec![
             "template",
@@ -638,7 +624,7 @@ fn every_upstream_value_changes_the_render_or_is_documented() {
 #[test]
 fn a_typo_is_refused_naming_the_key() {
     let helm_bin = require_peer!(Peer::Helm);
-    helm(&helm_bin, &["dependency", "build", PROVIDER_CHART]).unwrap_or_else(|e| panic!("{e}"));
+    build_dependencies(&helm_bin);
     for (chart, set, key) in [
         (DRIVER_CHART, "syncSecrets.enabled=true", "syncSecrets"),
         (DRIVER_CHART, "linux.crds.imge.tag=v1", "imge"),

@@ -108,21 +108,7 @@ fn image_archives() -> anyhow::Result<Option<Vec<PathBuf>>> {
 
 fn helm(args: &[&str]) -> anyhow::Result<String> {
     let bin = peer(Peer::Helm).context("helm is not installed (bash scripts/peers.sh helm)")?;
-    let scratch = std::env::temp_dir();
-    let out = Command::new(bin)
-        .args(args)
-        .current_dir(project_root())
-        .env("HELM_CACHE_HOME", scratch.join("sscsi-helm-cache"))
-        .env("HELM_CONFIG_HOME", scratch.join("sscsi-helm-config"))
-        .env("HELM_DATA_HOME", scratch.join("sscsi-helm-data"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "helm {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    e2e::helm(&bin, args).map_err(anyhow::Error::msg)
 }
 
 fn install_on_a_real_node() -> anyhow::Result<()> {
@@ -252,22 +238,36 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
         .to_string(),
     )?;
     let values_file = node.scratch("helm")?.join("values.yaml");
-    std::fs::write(
-        &values_file,
-        values(&node.kubelet_dir(), &cloud, &certs, "2s", true),
-    )?;
     let kubeconfig = cp.kubeconfig_path().display().to_string();
     let values_arg = values_file.display().to_string();
+    // `helm install` or `helm upgrade` of the release with the given driver settings.
+    let release = |verb: &str, rotation: &str, sync: bool| -> anyhow::Result<()> {
+        std::fs::write(
+            &values_file,
+            values(&node.kubelet_dir(), &cloud, &certs, rotation, sync),
+        )?;
+        helm(&[
+            verb,
+            "sscsi",
+            "charts/csi-secrets-store-provider-azure",
+            "--namespace",
+            SYSTEM_NS,
+            "--kubeconfig",
+            &kubeconfig,
+            "-f",
+            &values_arg,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", node.kubelet_log()))?;
+        Ok(())
+    };
 
     let result = async {
         helm(&["dependency", "build", "charts/csi-secrets-store-provider-azure"])?;
         let start = Instant::now();
-        helm(&[
-            "install", "sscsi", "charts/csi-secrets-store-provider-azure", "--namespace",
-            SYSTEM_NS, "--kubeconfig", &kubeconfig, "-f", &values_arg, "--wait", "--timeout",
-            "3m",
-        ])
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", node.kubelet_log()))?;
+        release("install", "2s", true)?;
         let installed = start.elapsed();
         // helm's --wait counts a DaemonSet with maxUnavailable 1 on one node as ready before its
         // pod is (0 expected ready), as on any one-node cluster; wait for the pods ourselves.
@@ -379,12 +379,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
         wait_content(&node, &pod, "rotated under helm", SYNC * 3 + Duration::from_secs(20)).await?;
 
         // helm upgrade: a new rotation interval reaches the driver's new pod.
-        std::fs::write(&values_file, values(&node.kubelet_dir(), &cloud, &certs, "3s", true))?;
-        helm(&[
-            "upgrade", "sscsi", "charts/csi-secrets-store-provider-azure", "--namespace",
-            SYSTEM_NS, "--kubeconfig", &kubeconfig, "-f", &values_arg, "--wait", "--timeout",
-            "3m",
-        ])?;
+        release("upgrade", "3s", true)?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM_NS);
         let driver_pods = pods.list(&ListParams::default().labels("app=secrets-store-csi-driver")).await?;
         let args: Vec<String> = driver_pods
@@ -401,12 +396,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
 
         // Least privilege: with syncSecret.enabled=false the driver has no Secret permissions;
         // a class that asks for sync still mounts, and the pod gets an Event saying what to set.
-        std::fs::write(&values_file, values(&node.kubelet_dir(), &cloud, &certs, "3s", false))?;
-        helm(&[
-            "upgrade", "sscsi", "charts/csi-secrets-store-provider-azure", "--namespace",
-            SYSTEM_NS, "--kubeconfig", &kubeconfig, "-f", &values_arg, "--wait", "--timeout",
-            "3m",
-        ])?;
+        release("upgrade", "3s", false)?;
         let mut nosync = workload.clone();
         nosync.metadata.name = Some("nosync".into());
         let nosync = node.run_pod(nosync, Duration::from_secs(120)).await?;
