@@ -202,6 +202,9 @@ impl Emulator {
         let nmi_addr = local(&nmi, config.nmi_listen)?;
         let admin_addr = local(&admin, config.admin_listen)?;
 
+        // The token-signing RSA key: generated on the blocking pool, while the rest starts up.
+        let signer = tokio::task::spawn_blocking(entra::Signer::generate);
+
         // The listen address is the authority host: the serving certificate must name it.
         let mut tls_names = config.extra_tls_names.clone();
         tls_names.extend(config.authority_host.iter().cloned());
@@ -277,7 +280,10 @@ impl Emulator {
             rand::rng().fill_bytes(&mut b);
             hex::encode(b)
         }));
-        let signer = entra::Signer::generate().map_err(Error::Tls)?;
+        let signer = signer
+            .await
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .map_err(Error::Tls)?;
         let shared = Arc::new(server::Shared {
             store: RwLock::new(store),
             persister,
