@@ -6,12 +6,14 @@
 //! - [`duration::parse_go_duration`]: Go's `time.ParseDuration`, with checked arithmetic;
 //! - [`endpoint::parse_endpoint`]: `unix://` / `tcp://` endpoints, by upstream's rules;
 //! - [`logging::init`]: text or JSON lines on stderr, klog-style `-v`;
+//! - [`http::serve`]: the `/metrics` and `/healthz` servers, drained on shutdown;
 //! - [`signal::shutdown`]: resolves on SIGTERM or SIGINT;
 //! - [`uds::bind_private`]: a unix socket only its owner can connect to.
 
 pub mod args;
 pub mod duration;
 pub mod endpoint;
+pub mod http;
 pub mod logging;
 pub mod signal;
 pub mod uds;

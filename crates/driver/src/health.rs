@@ -52,8 +52,12 @@ pub async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<(), String>
         .map_err(|_| format!("CSI Probe did not answer within {timeout:?}"))?
 }
 
-/// Serves `/healthz` on `addr` until the process exits.
-pub async fn serve(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<()> {
+/// Serves `/healthz` on `addr` until `shutdown` resolves, then drains.
+pub async fn serve(
+    addr: SocketAddr,
+    endpoint: Endpoint,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/healthz",
         axum::routing::get(move || {
@@ -70,7 +74,8 @@ pub async fn serve(addr: SocketAddr, endpoint: Endpoint) -> std::io::Result<()> 
         }),
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    daemon::http::serve("healthz", listener, app, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

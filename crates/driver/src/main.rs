@@ -61,21 +61,35 @@ async fn main() -> anyhow::Result<()> {
             )
         }
     };
+    // One stop signal for every server: the CSI server, the HTTP servers and registration all
+    // drain on it, and main waits for each before exiting.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let metrics_addr = args.metrics_addr()?;
+    let mut side_servers = Vec::new();
     let m = metrics.clone();
-    tokio::spawn(async move {
-        if let Err(e) = driver::metrics::serve(m, metrics_addr).await {
-            tracing::error!(addr = %metrics_addr, error = %e, "metrics server failed");
+    side_servers.push(tokio::spawn({
+        let stopped = stopped();
+        async move {
+            if let Err(e) = driver::metrics::serve(m, metrics_addr, stopped).await {
+                tracing::error!(addr = %metrics_addr, error = %e, "metrics server failed");
+            }
         }
-    });
+    }));
     if let Some(addr) = health_addr {
         let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            if let Err(e) = driver::health::serve(addr, endpoint).await {
+        let stopped = stopped();
+        side_servers.push(tokio::spawn(async move {
+            if let Err(e) = driver::health::serve(addr, endpoint, stopped).await {
                 tracing::error!(%addr, error = %e, "liveness endpoint failed");
             }
-        });
+        }));
     }
     if args.provider_health_check {
         let p = provider.clone();
@@ -90,13 +104,6 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
     let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let csi = tokio::spawn({
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();
@@ -122,14 +129,20 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     });
+    let stop = stop_tx.clone();
     tokio::spawn(async move {
         daemon::signal::shutdown().await;
-        let _ = stop_tx.send(true);
+        let _ = stop.send(true);
     });
     let result = csi
         .await
         .map_err(|e| anyhow::anyhow!("CSI server task: {e}"))?;
+    // The CSI server stopped (signal, or it failed): stop the rest too.
+    let _ = stop_tx.send(true);
     if let Some(task) = registration {
+        let _ = task.await;
+    }
+    for task in side_servers {
         let _ = task.await;
     }
     result

@@ -220,25 +220,16 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` until the process exits.
-pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-            }
-        }),
-    );
+/// Serve `/metrics` until `shutdown` resolves, then drain.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    let router = daemon::http::metrics_router(move || metrics.encode());
+    daemon::http::serve("metrics", listener, router, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

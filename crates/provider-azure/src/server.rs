@@ -431,12 +431,7 @@ async fn serve_healthz(
             }
         }),
     );
-    if let Err(e) = axum::serve(l, app)
-        .with_graceful_shutdown(wait_stop(stop))
-        .await
-    {
-        tracing::error!(error = %e, "healthz server failed");
-    }
+    daemon::http::serve("healthz", l, app, wait_stop(stop)).await;
 }
 
 async fn serve_metrics(
@@ -444,25 +439,6 @@ async fn serve_metrics(
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-            }
-        }),
-    );
-    if let Err(e) = axum::serve(l, app)
-        .with_graceful_shutdown(wait_stop(stop))
-        .await
-    {
-        tracing::error!(error = %e, "metrics server failed");
-    }
+    let app = daemon::http::metrics_router(move || metrics.encode());
+    daemon::http::serve("metrics", l, app, wait_stop(stop)).await;
 }
