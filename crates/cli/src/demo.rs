@@ -92,13 +92,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
 
     // --- 2. the Azure provider ---
     let env_file = dir.join("demo-cloud.json");
-    let port = emulator.https_addr().port();
-    let env = serde_json::json!({
-        "name": "AzureStackCloud",
-        "activeDirectoryEndpoint": emulator.authority_url(),
-        "keyVaultEndpoint": emulator.resource(),
-        "keyVaultDNSSuffix": format!("{}:{port}", emulator.dns_suffix()),
-    });
+    let env = emulator.azure_stack_environment();
     std::fs::write(&env_file, env.to_string()).map_err(|e| fail("write cloud env file")(&e))?;
     let providers = dir.join("providers");
     let mut provider_config = ProviderConfig::default();

@@ -24,17 +24,7 @@ fn files(
     client_secret: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let env = dir.join("cloud.json");
-    std::fs::write(
-        &env,
-        serde_json::json!({
-            "name": "AzureStackCloud",
-            "activeDirectoryEndpoint": emu.authority_url(),
-            "keyVaultEndpoint": emu.resource(),
-            "keyVaultDNSSuffix": format!("{}:{}", emu.dns_suffix(), emu.https_addr().port()),
-        })
-        .to_string(),
-    )
-    .expect("env file");
+    std::fs::write(&env, emu.azure_stack_environment().to_string()).expect("env file");
     let class = dir.join("class.yaml");
     std::fs::write(
         &class,

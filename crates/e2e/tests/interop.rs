@@ -145,17 +145,7 @@ async fn fixture() -> Fixture {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, emu.ca_pem()).expect("ca");
     let env_file = dir.path().join("cloud.json");
-    std::fs::write(
-        &env_file,
-        serde_json::json!({
-            "name": "AzureStackCloud",
-            "activeDirectoryEndpoint": format!("https://{ENTRA_HOST}/"),
-            "keyVaultEndpoint": emu.resource(),
-            "keyVaultDNSSuffix": emu.dns_suffix(),
-        })
-        .to_string(),
-    )
-    .expect("env file");
+    std::fs::write(&env_file, emu.azure_stack_environment().to_string()).expect("env file");
     let class_file = dir.path().join("class.yaml");
     std::fs::write(&class_file, class_yaml(&env_file)).expect("class");
     Fixture {

@@ -246,16 +246,7 @@ impl Env {
         let ca_file = scratch.join("emulator-ca.pem");
         std::fs::write(&ca_file, emu.ca_pem())?;
         let env_file = scratch.join("azurestackcloud.json");
-        std::fs::write(
-            &env_file,
-            serde_json::json!({
-                "name": "AzureStackCloud",
-                "activeDirectoryEndpoint": emu.authority_url(),
-                "keyVaultEndpoint": emu.resource(),
-                "keyVaultDNSSuffix": format!("{}:{}", emu.dns_suffix(), emu.https_addr().port()),
-            })
-            .to_string(),
-        )?;
+        std::fs::write(&env_file, emu.azure_stack_environment().to_string())?;
         let providers = scratch.join("providers");
         std::fs::create_dir_all(&providers)?;
         let plugin_dir = node.plugin_dir(DRIVER)?;

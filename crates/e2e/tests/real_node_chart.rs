@@ -229,13 +229,7 @@ async fn scenario(archives: &[PathBuf]) -> anyhow::Result<()> {
     std::fs::write(certs.join("ca-certificates.crt"), emu.ca_pem())?;
     std::fs::write(
         cloud.join("cloud.json"),
-        serde_json::json!({
-            "name": "AzureStackCloud",
-            "activeDirectoryEndpoint": emu.authority_url(),
-            "keyVaultEndpoint": emu.resource(),
-            "keyVaultDNSSuffix": format!("{}:{}", emu.dns_suffix(), emu.https_addr().port()),
-        })
-        .to_string(),
+        emu.azure_stack_environment().to_string(),
     )?;
     let values_file = node.scratch("helm")?.join("values.yaml");
     let kubeconfig = cp.kubeconfig_path().display().to_string();

@@ -345,6 +345,24 @@ impl Emulator {
     pub fn authority_url(&self) -> String {
         format!("{}/", self.shared.authority)
     }
+    /// The cloud environment file (`cloudEnvFileName` with `cloudName: AzureStackCloud`) that
+    /// points a provider at this emulator, as an Azure Stack Hub user's file points it at their
+    /// cloud: Entra authority, Key Vault resource, and the vault DNS suffix (with the port unless
+    /// it is 443).
+    pub fn azure_stack_environment(&self) -> serde_json::Value {
+        let port = self.https_addr.port();
+        let suffix = if port == 443 {
+            self.dns_suffix.clone()
+        } else {
+            format!("{}:{port}", self.dns_suffix)
+        };
+        serde_json::json!({
+            "name": "AzureStackCloud",
+            "activeDirectoryEndpoint": self.authority_url(),
+            "keyVaultEndpoint": self.resource(),
+            "keyVaultDNSSuffix": suffix,
+        })
+    }
     /// The resource (token audience) of the vaults: `https://<suffix>[:<port>]` (Key Vault: `https://vault.azure.net`).
     pub fn resource(&self) -> &str {
         &self.shared.resource

@@ -85,17 +85,7 @@ async fn main() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, emu.ca_pem()).unwrap();
     let env_file = dir.path().join("cloud.json");
-    std::fs::write(
-        &env_file,
-        serde_json::json!({
-            "name": "AzureStackCloud",
-            "activeDirectoryEndpoint": emu.authority_url(),
-            "keyVaultEndpoint": emu.resource(),
-            "keyVaultDNSSuffix": format!("{}:{}", emu.dns_suffix(), emu.https_addr().port()),
-        })
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&env_file, emu.azure_stack_environment().to_string()).unwrap();
     let sock = dir.path().join("azure.sock");
     let mut cmd = Command::new(provider_binary());
     cmd.arg(format!("--endpoint=unix://{}", sock.display()))

@@ -96,19 +96,8 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, emu.ca_pem()).unwrap();
-        let port = emu.https_addr().port();
         let env_file = dir.path().join("azurestackcloud.json");
-        std::fs::write(
-            &env_file,
-            serde_json::json!({
-                "name": "AzureStackCloud",
-                "activeDirectoryEndpoint": emu.authority_url(),
-                "keyVaultEndpoint": emu.resource(),
-                "keyVaultDNSSuffix": format!("{}:{port}", emu.dns_suffix()),
-            })
-            .to_string(),
-        )
-        .unwrap();
+        std::fs::write(&env_file, emu.azure_stack_environment().to_string()).unwrap();
         let mut cfg = ProviderConfig::default();
         cfg.http.ssl_cert_file = Some(ca_file.clone());
         cfg.http.resolve = vec![(emu.vault_host("kv1"), emu.https_addr())];
