@@ -9,7 +9,6 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::CString,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
@@ -21,6 +20,12 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, PostParams},
 };
+
+mod config;
+mod host;
+
+use config::{containerd_config, copy_logs, kubelet_config};
+use host::{CgroupRoot, recover_crashed_nodes, state_file, umount_detach};
 
 use crate::{ChildGuard, ControlPlane, Peer, peer, versions};
 
@@ -102,7 +107,7 @@ pub struct Node {
     kubelet_restarts: u32,
     name: String,
     node_ip: Ipv4Addr,
-    cgroup_root: String,
+    cgroups: CgroupRoot,
     sysctls: Vec<(PathBuf, String)>,
     client: Client,
     dir: Option<tempfile::TempDir>,
@@ -152,7 +157,7 @@ impl Node {
             .tempdir()
             .map_err(io("creating the node folder"))?;
         let d = dir.path().to_path_buf();
-        let cgroup_root = format!("sscsi-node-{}", std::process::id());
+        let cgroups = CgroupRoot::new(format!("sscsi-node-{}", std::process::id()));
         let sysctls = KUBELET_SYSCTLS
             .iter()
             .map(|s| {
@@ -168,7 +173,7 @@ impl Node {
             kubelet_restarts: 0,
             name: options.name.clone(),
             node_ip,
-            cgroup_root,
+            cgroups,
             sysctls,
             client: cp.client(),
             path: d.clone(),
@@ -179,7 +184,9 @@ impl Node {
         // process dies instead, the next node's start undoes it from this record.
         std::fs::write(state_file(std::process::id()), node.record())
             .map_err(io("writing the node's recovery record"))?;
-        node.make_cgroups()?;
+        node.cgroups
+            .create()
+            .map_err(io("creating the node's cgroups"))?;
 
         // --- containerd ---
         for sub in [
@@ -222,7 +229,9 @@ impl Node {
             .map_err(io("writing containerd.toml"))?;
         let mut cmd = Command::new("containerd");
         cmd.arg("--config").arg(d.join("containerd.toml"));
-        node.join_daemon_cgroup(&mut cmd)?;
+        node.cgroups
+            .join_daemons(&mut cmd)
+            .map_err(io("placing containerd in the node's cgroup"))?;
         node.containerd = Some(
             ChildGuard::spawn("containerd", cmd, &d.join("containerd.log"))
                 .map_err(io("starting containerd"))?,
@@ -248,7 +257,7 @@ impl Node {
         // --- kubelet ---
         std::fs::write(
             d.join("kubelet.yaml"),
-            kubelet_config(&d, &node.cgroup_root, options.sync_frequency),
+            kubelet_config(&d, node.cgroups.name(), options.sync_frequency),
         )
         .map_err(io("writing kubelet.yaml"))?;
         node.kubelet_cmd = vec![
@@ -363,7 +372,9 @@ impl Node {
     fn spawn_kubelet(&mut self) -> Result<(), NodeError> {
         let mut cmd = Command::new(&self.kubelet_cmd[0]);
         cmd.args(&self.kubelet_cmd[1..]);
-        self.join_daemon_cgroup(&mut cmd)?;
+        self.cgroups
+            .join_daemons(&mut cmd)
+            .map_err(io("placing kubelet in the node's cgroup"))?;
         let log = self
             .path
             .join(format!("kubelet.{}.log", self.kubelet_restarts));
@@ -572,7 +583,7 @@ impl Node {
     pub fn stop(mut self) -> Result<(), NodeError> {
         self.teardown();
         let mut left = Vec::new();
-        let procs = self.cgroup_procs();
+        let procs = self.cgroups.procs_except(&[]);
         if !procs.is_empty() {
             left.push(format!("processes still in the node's cgroups: {procs:?}"));
         }
@@ -580,11 +591,8 @@ impl Node {
         if !mounts.is_empty() {
             left.push(format!("mounts: {mounts:?}"));
         }
-        for h in cgroup_hierarchies() {
-            let p = h.join(&self.cgroup_root);
-            if p.exists() {
-                left.push(format!("cgroup {}", p.display()));
-            }
+        for p in self.cgroups.existing() {
+            left.push(format!("cgroup {}", p.display()));
         }
         for (p, v) in &self.sysctls {
             let now = std::fs::read_to_string(p).unwrap_or_default();
@@ -611,17 +619,17 @@ impl Node {
             k.stop(Duration::from_secs(10));
         }
         // Containers and shims first (they hold mounts), then containerd, then stragglers.
-        self.kill_cgroup_procs(&["daemons"]);
+        self.cgroups.kill_except(&["daemons"]);
         if let Some(mut c) = self.containerd.take() {
             c.stop(Duration::from_secs(10));
         }
-        self.kill_cgroup_procs(&[]);
+        self.cgroups.kill_except(&[]);
         let mut mounts = Self::mounts_under(&self.path);
         mounts.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
         for m in mounts {
             let _ = umount_detach(&m);
         }
-        self.remove_cgroups();
+        self.cgroups.remove();
         if let Some(keep) = &self.keep_logs {
             copy_logs(&self.path, &self.path, keep);
         }
@@ -643,137 +651,10 @@ impl Node {
             .collect();
         serde_json::json!({
             "dir": self.path,
-            "cgroup_root": self.cgroup_root,
+            "cgroup_root": self.cgroups.name(),
             "sysctls": sysctls,
         })
         .to_string()
-    }
-
-    // --- cgroups ---
-
-    fn make_cgroups(&self) -> Result<(), NodeError> {
-        for h in cgroup_hierarchies() {
-            let root = h.join(&self.cgroup_root);
-            std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
-        }
-        let daemons = self.daemons_cgroup();
-        std::fs::create_dir_all(&daemons).map_err(io("creating the daemons cgroup"))?;
-        Ok(())
-    }
-
-    fn daemons_cgroup(&self) -> PathBuf {
-        Path::new("/sys/fs/cgroup/pids")
-            .join(&self.cgroup_root)
-            .join("daemons")
-    }
-
-    /// Starts the command inside the node's daemons cgroup, so it and everything it spawns
-    /// (container shims included) can be found and stopped.
-    #[allow(unsafe_code)]
-    fn join_daemon_cgroup(&self, cmd: &mut Command) -> Result<(), NodeError> {
-        use std::os::unix::process::CommandExt;
-        let procs = CString::new(
-            self.daemons_cgroup()
-                .join("cgroup.procs")
-                .to_string_lossy()
-                .into_owned(),
-        )
-        .map_err(|_| NodeError::Command {
-            what: "cgroup path".into(),
-            detail: "contains a NUL byte".into(),
-        })?;
-        // SAFETY: between fork and exec only open(2), write(2) and close(2) run, which are
-        // async-signal-safe; the path was allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let rc = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if rc != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(())
-    }
-
-    /// Every process in the node's cgroups (any hierarchy), except those under `skip`
-    /// sub-cgroups of the root.
-    fn cgroup_procs_except(&self, skip: &[&str]) -> Vec<i32> {
-        let mut pids = Vec::new();
-        for h in cgroup_hierarchies() {
-            let root = h.join(&self.cgroup_root);
-            walk_cgroups(&root, &mut |dir| {
-                let rel = dir.strip_prefix(&root).unwrap_or(dir);
-                if skip.iter().any(|s| rel.starts_with(s)) {
-                    return;
-                }
-                if let Ok(t) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                    pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-                }
-            });
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
-
-    fn cgroup_procs(&self) -> Vec<i32> {
-        self.cgroup_procs_except(&[])
-    }
-
-    #[allow(unsafe_code)]
-    fn kill_cgroup_procs(&self, skip: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids = self.cgroup_procs_except(skip);
-            if pids.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            for pid in &pids {
-                // SAFETY: kill(2) and waitpid(2) on pids found in the node's own cgroups;
-                // reaping is needed because orphans re-parent to this process (subreaper).
-                unsafe {
-                    libc::kill(*pid, libc::SIGKILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            for pid in &pids {
-                // SAFETY: as above; WNOHANG never blocks, and a pid that is not our child
-                // just returns ECHILD.
-                unsafe {
-                    libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG);
-                }
-            }
-        }
-        reap_orphans();
-    }
-
-    fn remove_cgroups(&self) {
-        for _ in 0..50 {
-            let mut all_gone = true;
-            for h in cgroup_hierarchies() {
-                let root = h.join(&self.cgroup_root);
-                if !root.exists() {
-                    continue;
-                }
-                let mut dirs = Vec::new();
-                walk_cgroups(&root, &mut |d| dirs.push(d.to_path_buf()));
-                dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-                for d in dirs {
-                    let _ = std::fs::remove_dir(&d);
-                }
-                all_gone &= !root.exists();
-            }
-            if all_gone {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
@@ -783,194 +664,6 @@ impl Drop for Node {
             self.teardown();
         }
     }
-}
-
-/// Where a running node's recovery record lives (the real `/tmp`, outside any test namespace).
-fn state_file(pid: u32) -> PathBuf {
-    PathBuf::from(format!("/tmp/sscsi-node-{pid}.json"))
-}
-
-/// Undoes what nodes of test processes that died without stopping them left behind: kills what
-/// still runs in their cgroups (container shims outlive the test process), removes the cgroups
-/// and the folder, and puts the sysctls back.
-fn recover_crashed_nodes() {
-    let Ok(entries) = std::fs::read_dir("/tmp") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("sscsi-node-")
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue; // still running: not ours to touch
-        }
-        let Ok(record) = std::fs::read_to_string(e.path())
-            .map_err(|_| ())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|_| ()))
-        else {
-            let _ = std::fs::remove_file(e.path());
-            continue;
-        };
-        eprintln!("test-support: cleaning up after a node whose test process ({pid}) died");
-        let cgroup_root = record["cgroup_root"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if !cgroup_root.is_empty() {
-            let ghost = Ghost(cgroup_root);
-            ghost.kill_and_remove();
-        }
-        if let Some(sysctls) = record["sysctls"].as_object() {
-            for (path, value) in sysctls {
-                if path.starts_with("/proc/sys/")
-                    && let Some(v) = value.as_str()
-                {
-                    let _ = std::fs::write(path, v);
-                }
-            }
-        }
-        if let Some(dir) = record["dir"].as_str()
-            && dir.starts_with(&std::env::temp_dir().display().to_string())
-        {
-            // Its mounts lived in the dead process's namespace and went with it.
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        let _ = std::fs::remove_file(e.path());
-    }
-}
-
-/// The cgroups of a node whose owner died.
-struct Ghost(String);
-
-impl Ghost {
-    #[allow(unsafe_code)]
-    fn kill_and_remove(&self) {
-        for _ in 0..100 {
-            let mut pids = Vec::new();
-            for h in cgroup_hierarchies() {
-                walk_cgroups(&h.join(&self.0), &mut |dir| {
-                    if let Ok(t) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                        pids.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-                    }
-                });
-            }
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                // SAFETY: kill(2) on processes in the dead node's own cgroups.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for h in cgroup_hierarchies() {
-            let root = h.join(&self.0);
-            let mut dirs = Vec::new();
-            walk_cgroups(&root, &mut |d| dirs.push(d.to_path_buf()));
-            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for d in dirs {
-                let _ = std::fs::remove_dir(&d);
-            }
-        }
-    }
-}
-
-/// Copies every `*.log` under `dir` to `to` (flat names: the relative path with `/` → `_`).
-fn copy_logs(base: &Path, dir: &Path, to: &Path) {
-    let _ = std::fs::create_dir_all(to);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => copy_logs(base, &p, to),
-            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "log") => {
-                let rel = p
-                    .strip_prefix(base)
-                    .unwrap_or(&p)
-                    .to_string_lossy()
-                    .replace('/', "_");
-                let _ = std::fs::copy(&p, to.join(rel));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Reaps exited children that nobody waits for (container shims re-parented to this process).
-#[allow(unsafe_code)]
-fn reap_orphans() {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command's closing parenthesis: state, ppid, ...
-        let mut rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace();
-        let state = rest.next();
-        let ppid = rest.next();
-        if state == Some("Z") && ppid == Some(me.as_str()) {
-            // SAFETY: reaps a zombie child of this process; WNOHANG never blocks.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-    }
-}
-
-/// The mounted cgroup hierarchies (`/sys/fs/cgroup/<name>` holding `cgroup.procs`).
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("cgroup.procs").exists())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn walk_cgroups(dir: &Path, f: &mut dyn FnMut(&Path)) {
-    if !dir.is_dir() {
-        return;
-    }
-    f(dir);
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk_cgroups(&e.path(), f);
-            }
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn umount_detach(path: &Path) -> std::io::Result<()> {
-    let c = CString::new(path.to_string_lossy().into_owned())
-        .map_err(|_| std::io::Error::other("NUL in path"))?;
-    // SAFETY: a NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn condition<'a>(node: &'a K8sNode, kind: &str) -> Option<&'a str> {
@@ -1003,80 +696,4 @@ pub fn pod_ready(pod: &Pod) -> bool {
             .container_statuses
             .as_ref()
             .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
-}
-
-fn containerd_config(d: &Path) -> String {
-    let p = |s: &str| d.join(s).display().to_string();
-    let pause = versions::get("NODE_PAUSE_IMAGE");
-    format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{ttrpc}"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-"#,
-        root = p("containerd/root"),
-        state = p("containerd/state"),
-        sock = p("containerd.sock"),
-        ttrpc = p("containerd.ttrpc.sock"),
-        opt = p("containerd/opt"),
-        cni = p("cni"),
-    )
-}
-
-fn kubelet_config(d: &Path, cgroup_root: &str, sync: Duration) -> String {
-    let p = |s: &str| d.join(s).display().to_string();
-    let mut fields: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
-    fn v(x: impl Into<serde_json::Value>) -> serde_json::Value {
-        x.into()
-    }
-    fields.insert("apiVersion", v("kubelet.config.k8s.io/v1beta1"));
-    fields.insert("kind", v("KubeletConfiguration"));
-    fields.insert("cgroupDriver", v("cgroupfs"));
-    fields.insert("cgroupRoot", v(format!("/{cgroup_root}")));
-    fields.insert("failSwapOn", v(false));
-    fields.insert("failCgroupV1", v(false));
-    fields.insert(
-        "containerRuntimeEndpoint",
-        v(format!("unix://{}", p("containerd.sock"))),
-    );
-    fields.insert("podLogsDir", v(p("pod-logs")));
-    fields.insert("volumePluginDir", v(p("volume-plugins")));
-    fields.insert("enableServer", v(false));
-    fields.insert("healthzPort", v(0));
-    fields.insert("readOnlyPort", v(0));
-    fields.insert("resolvConf", v(""));
-    fields.insert("evictionHard", serde_json::json!({}));
-    fields.insert("imageGCHighThresholdPercent", v(100));
-    fields.insert("syncFrequency", v(format!("{}s", sync.as_secs().max(1))));
-    fields.insert("nodeStatusUpdateFrequency", v("5s"));
-    fields.insert("fileCheckFrequency", v("20s"));
-    fields.insert("serializeImagePulls", v(false));
-    fields.insert(
-        "authentication",
-        serde_json::json!({"anonymous": {"enabled": false}, "webhook": {"enabled": false}}),
-    );
-    fields.insert("authorization", serde_json::json!({"mode": "AlwaysAllow"}));
-    // JSON is YAML; kubelet reads either.
-    serde_json::to_string_pretty(&fields).unwrap_or_default()
 }
