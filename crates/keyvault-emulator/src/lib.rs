@@ -151,7 +151,8 @@ impl EmulatorConfig {
     }
 }
 
-/// A running emulator; stops every listener and connection when dropped.
+/// A running emulator; stops every listener and connection when dropped ([`Emulator::shutdown`]
+/// drains them instead).
 pub struct Emulator {
     https_addr: SocketAddr,
     imds_addr: SocketAddr,
@@ -161,6 +162,8 @@ pub struct Emulator {
     ca_pem: String,
     admin_token: Zeroizing<String>,
     shared: Arc<server::Shared>,
+    /// Set to `true` by [`Emulator::shutdown`]: the listeners drain.
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -180,27 +183,21 @@ impl Drop for Emulator {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })
+/// Binds `addr`; returns the listener and the address it got (the port, when `addr` asks for 0).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
+    let bound = |source| Error::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bound)?;
+    let local = listener.local_addr().map_err(bound)?;
+    Ok((listener, local))
 }
 
 impl Emulator {
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, Error> {
         let seed = config.seed.clone().unwrap_or_default();
-        let https = bind(config.listen).await?;
-        let imds = bind(config.imds_listen).await?;
-        let nmi = bind(config.nmi_listen).await?;
-        let admin = bind(config.admin_listen).await?;
-        let local = |l: &tokio::net::TcpListener, want: SocketAddr| {
-            l.local_addr()
-                .map_err(|source| Error::Bind { addr: want, source })
-        };
-        let https_addr = local(&https, config.listen)?;
-        let imds_addr = local(&imds, config.imds_listen)?;
-        let nmi_addr = local(&nmi, config.nmi_listen)?;
-        let admin_addr = local(&admin, config.admin_listen)?;
+        let (https, https_addr) = bind(config.listen).await?;
+        let (imds, imds_addr) = bind(config.imds_listen).await?;
+        let (nmi, nmi_addr) = bind(config.nmi_listen).await?;
+        let (admin, admin_addr) = bind(config.admin_listen).await?;
 
         // The token-signing RSA key: generated on the blocking pool, while the rest starts up.
         let signer = tokio::task::spawn_blocking(entra::Signer::generate);
@@ -302,12 +299,18 @@ impl Emulator {
                 .map(|v| v.to_ascii_lowercase()),
             tenants,
         });
-        let tasks = vec![
-            server::spawn_https(https, tls.config.clone(), shared.clone()),
-            server::spawn_plain(imds, server::PlainKind::Imds, shared.clone()),
-            server::spawn_plain(nmi, server::PlainKind::Nmi, shared.clone()),
-            server::spawn_plain(admin, server::PlainKind::Admin, shared.clone()),
-        ];
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = [
+            (https, server::Endpoint::Https(tls.config.clone())),
+            (imds, server::Endpoint::Imds),
+            (nmi, server::Endpoint::Nmi),
+            (admin, server::Endpoint::Admin),
+        ]
+        .into_iter()
+        .map(|(listener, endpoint)| {
+            server::spawn(listener, endpoint, shared.clone(), stopped.clone())
+        })
+        .collect();
         tracing::info!(https = %https_addr, imds = %imds_addr, nmi = %nmi_addr, admin = %admin_addr, "keyvault-emulator listening");
         Ok(Emulator {
             https_addr,
@@ -318,8 +321,19 @@ impl Emulator {
             ca_pem: tls.ca_pem,
             admin_token,
             shared,
+            stop,
             tasks,
         })
+    }
+
+    /// Stops accepting connections, lets the requests in flight finish (and their state-file
+    /// writes), and returns when every connection is closed. Dropping the emulator instead
+    /// cuts everything at once.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
     }
 
     /// Key Vault data plane and Entra ID.

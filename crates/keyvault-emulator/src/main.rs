@@ -77,7 +77,23 @@ struct Args {
     /// Fixed admin token (default: random, printed at start). Also read from KVEMU_ADMIN_TOKEN.
     #[arg(long, env = "KVEMU_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// JSON log lines on stderr (the driver's and the provider's layout).
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    log_format_json: bool,
+    /// Log verbosity (klog style): 0-1 info, 2-4 debug, 5+ trace. RUST_LOG overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
 }
+
+/// `-v`: 0-1 info, 2-4 debug, 5+ trace (the `-v` help; the provider's thresholds).
+const VERBOSITY: daemon::logging::Verbosity = daemon::logging::Verbosity {
+    debug_from: 2,
+    trace_from: 5,
+};
+
+/// How long a stopping emulator waits for the requests in flight (an injected latency can hold
+/// one for as long as it says).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
@@ -85,13 +101,8 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    daemon::logging::init(args.log_format_json, VERBOSITY, args.verbosity);
     let mut config = EmulatorConfig {
         listen: args.listen,
         imds_listen: args.imds_listen,
@@ -150,7 +161,9 @@ async fn main() -> anyhow::Result<()> {
             println!("  ca bundle   {}", path.display());
         }
     }
-    tokio::signal::ctrl_c().await?;
-    drop(emu);
+    daemon::signal::shutdown().await;
+    if tokio::time::timeout(DRAIN, emu.shutdown()).await.is_err() {
+        tracing::warn!(after = ?DRAIN, "requests still in flight; closing their connections");
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Wire shapes: the emulator's JSON has the fields and types recorded from real Key Vault
 //! (tests/fixtures), the 401 challenge has Key Vault's form, and the IMDS / NMI answers have
-//! their real shapes.
+//! their real shapes. Also how it stops: dropped, at once; shut down, after the requests in flight.
 
 mod common;
 
@@ -321,4 +321,54 @@ async fn a_given_ca_is_used_and_dropping_the_emulator_closes_its_listeners() {
             "{a} still accepts after drop"
         );
     }
+}
+
+#[tokio::test]
+async fn shutdown_answers_the_requests_in_flight_then_closes_the_listeners() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emu = Emulator::start(
+        EmulatorConfig::default()
+            .seed_yaml(&seed(""))
+            .expect("seed"),
+    )
+    .await
+    .expect("start");
+    let https = emu.https_addr();
+    let admin: std::net::SocketAddr = emu
+        .admin_url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("admin addr");
+    // A request in flight: its head sent, its body not yet complete.
+    let body = br#"{"value":"written while stopping"}"#;
+    let mut conn = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /admin/vaults/wire/secrets/late HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        emu.admin_token(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(&body[..5]).await.expect("half the body");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let shutdown = tokio::spawn(emu.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the request");
+    assert!(
+        tokio::net::TcpStream::connect(https).await.is_err(),
+        "{https} still accepts while draining"
+    );
+    conn.write_all(&body[5..])
+        .await
+        .expect("the rest of the body");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).await.expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"version\""), "{reply}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown returns once the connection is closed")
+        .expect("shutdown task");
 }

@@ -29,6 +29,7 @@ use hyper::{Request, Response};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
@@ -65,89 +66,121 @@ pub(crate) struct Shared {
 
 // === listeners ===
 
-pub(crate) fn spawn_https(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    shared: Arc<Shared>,
-) -> tokio::task::JoinHandle<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            // Small request/response exchanges: no Nagle delay (HTTP/2 clients felt it).
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let shared = shared.clone();
-            conns.spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { handle_https(shared, req).await }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await;
-            });
-            while conns.try_join_next().is_some() {}
-        }
-    })
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum PlainKind {
+/// What a listener serves.
+pub(crate) enum Endpoint {
+    /// Key Vault data plane and Entra ID, over TLS.
+    Https(Arc<rustls::ServerConfig>),
     Imds,
     Nmi,
     Admin,
 }
 
-pub(crate) fn spawn_plain(
+/// How long a client may take for the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Accepts connections on `listener` and serves `endpoint` on each (HTTP/1 and HTTP/2) until
+/// `stop` turns true; then stops accepting, lets every connection finish the requests in flight,
+/// and returns when all are closed (graceful drain).
+pub(crate) fn spawn(
     listener: TcpListener,
-    kind: PlainKind,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let (handler, tls) = match endpoint {
+        Endpoint::Https(tls) => (Handler::Https, Some(tokio_rustls::TlsAcceptor::from(tls))),
+        Endpoint::Imds => (Handler::Imds, None),
+        Endpoint::Nmi => (Handler::Nmi, None),
+        Endpoint::Admin => (Handler::Admin, None),
+    };
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
+        let mut stopping = stop.clone();
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => continue,
+                },
+                () = stopped(&mut stopping) => break,
             };
             // Small request/response exchanges: no Nagle delay (HTTP/2 clients felt it).
             let _ = tcp.set_nodelay(true);
-            let shared = shared.clone();
+            let (tls, shared, stop) = (tls.clone(), shared.clone(), stop.clone());
             conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move {
-                        Ok::<_, DropConnection>(match kind {
-                            PlainKind::Imds => imds::handle(&shared, req).await,
-                            PlainKind::Nmi => nmi::handle(&shared, req).await,
-                            PlainKind::Admin => admin::handle(&shared, req).await,
-                        })
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(Ok(tls)) =
+                            tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await
+                        else {
+                            return;
+                        };
+                        serve_connection(tls, handler, shared, stop).await;
                     }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
+                    None => serve_connection(tcp, handler, shared, stop).await,
+                }
             });
             while conns.try_join_next().is_some() {}
         }
+        drop(listener);
+        while conns.join_next().await.is_some() {}
     })
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Serves one connection until the client closes it, or, once `stop` turns true, until the
+/// requests in flight are answered (HTTP/1 closes after the current answer, HTTP/2 sends GOAWAY).
+async fn serve_connection<I>(
+    io: I,
+    handler: Handler,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { handler.handle(&shared, req).await }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = stopped(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// The request handler of an [`Endpoint`].
+#[derive(Clone, Copy)]
+enum Handler {
+    Https,
+    Imds,
+    Nmi,
+    Admin,
+}
+
+impl Handler {
+    async fn handle(self, shared: &Shared, req: Request<Incoming>) -> Result<Resp, DropConnection> {
+        match self {
+            Handler::Https => handle_https(shared, req).await,
+            Handler::Imds => Ok(imds::handle(shared, req).await),
+            Handler::Nmi => Ok(nmi::handle(shared, req).await),
+            Handler::Admin => Ok(admin::handle(shared, req).await),
+        }
+    }
 }
 
 // === HTTPS: data plane or Entra ID ===
 
-async fn handle_https(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
+async fn handle_https(shared: &Shared, req: Request<Incoming>) -> Result<Resp, DropConnection> {
     let path = req.uri().path().to_string();
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if matches!(
@@ -159,8 +192,8 @@ async fn handle_https(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Res
             | "deletedkeys"
             | "deletedcertificates"
     ) {
-        data_plane::handle(&shared, req).await
+        data_plane::handle(shared, req).await
     } else {
-        Ok(entra::handle(&shared, req).await)
+        Ok(entra::handle(shared, req).await)
     }
 }
