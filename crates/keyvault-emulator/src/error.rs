@@ -49,24 +49,26 @@ impl KvError {
         Self::new(400, "BadParameter", message)
     }
     pub(crate) fn not_found(kind: ObjectKind, name: &str, version: Option<&str>) -> Self {
-        let (code, noun) = match kind {
-            ObjectKind::Secret => ("SecretNotFound", "Secret"),
-            ObjectKind::Key => ("KeyNotFound", "Key"),
-            ObjectKind::Certificate => ("CertificateNotFound", "Certificate"),
+        let id = match version {
+            Some(v) => format!("{name}/{v}"),
+            None => name.to_string(),
         };
-        let message = match version {
-            Some(v) => format!(
-                "A {} with (name/id) {name}/{v} was not found in this key vault. If you recently deleted this {} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
-                noun.to_lowercase(),
-                noun.to_lowercase()
+        let noun = kind.noun();
+        Self::new(
+            404,
+            kind.not_found_code(),
+            format!(
+                "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
             ),
-            None => format!(
-                "A {} with (name/id) {name} was not found in this key vault. If you recently deleted this {} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
-                noun.to_lowercase(),
-                noun.to_lowercase()
-            ),
-        };
-        Self::new(404, code, message)
+        )
+    }
+    /// No soft-deleted object of `kind` named `name`.
+    pub(crate) fn deleted_not_found(kind: ObjectKind, name: &str) -> Self {
+        Self::new(
+            404,
+            kind.not_found_code(),
+            format!("Deleted {} not found: {name}", kind.title()),
+        )
     }
     pub(crate) fn body(&self) -> serde_json::Value {
         let mut err = json!({ "code": self.code, "message": self.message });
@@ -85,11 +87,35 @@ pub(crate) enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// `secret`, `key`, `certificate`.
     pub(crate) fn noun(self) -> &'static str {
         match self {
             ObjectKind::Secret => "secret",
             ObjectKind::Key => "key",
             ObjectKind::Certificate => "certificate",
+        }
+    }
+    /// `Secret`, `Key`, `Certificate`: how Key Vault's messages name the kind.
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::Key => "Key",
+            ObjectKind::Certificate => "Certificate",
+        }
+    }
+    /// The collection in paths and ids: `secrets`, `keys`, `certificates`.
+    pub(crate) fn collection(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "secrets",
+            ObjectKind::Key => "keys",
+            ObjectKind::Certificate => "certificates",
+        }
+    }
+    fn not_found_code(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "SecretNotFound",
+            ObjectKind::Key => "KeyNotFound",
+            ObjectKind::Certificate => "CertificateNotFound",
         }
     }
 }

@@ -4,10 +4,10 @@
 use super::Resp;
 use super::Shared;
 use super::data_plane::write_vault;
-use super::http::{check_name, constant_time_eq, header, json_response, read_body};
+use super::http::{check_name, constant_time_eq, header, json_response, path_segments, read_body};
 use crate::admin::FaultRule;
-use crate::error::{KvError, ObjectKind};
-use crate::store::Attrs;
+use crate::error::ObjectKind;
+use crate::store::{Attrs, Secret};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -26,18 +26,13 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let segs: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_string)
-        .collect();
-    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let segs = path_segments(&path);
     let body = match read_body(req).await {
         Ok(b) => b,
         Err(e) => return json_response(400, &e.body()),
     };
     let bad = |m: String| json_response(400, &json!({ "error": m }));
-    match (method.as_str(), seg.as_slice()) {
+    match (method.as_str(), segs.as_slice()) {
         ("GET", ["admin", "health"]) => json_response(200, &json!({ "status": "ok" })),
         ("GET", ["admin", "counters"]) => json_response(200, &json!(shared.telemetry.rows())),
         ("POST", ["admin", "counters", "reset"]) => {
@@ -94,15 +89,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
                 Err(e) => return bad(format!("body: {e}")),
             };
             let result = write_vault(shared, vault, |vt| {
-                let list = vt
-                    .secrets
-                    .get_mut(&name.to_ascii_lowercase())
-                    .ok_or_else(|| KvError::not_found(ObjectKind::Secret, name, None))?;
-                let s = list
-                    .last_mut()
-                    .ok_or_else(|| KvError::not_found(ObjectKind::Secret, name, None))?;
-                s.attrs.apply(&v)?;
-                Ok(())
+                vt.get_mut::<Secret>(name, None)?.attrs.apply(&v)
             })
             .await;
             match result {

@@ -1,26 +1,17 @@
-//! Certificates: import (PFX or PEM), create (self-signed), pending operation, policy, get,
-//! update, delete, list, list versions.
+//! Certificates: import (PFX or PEM), create (self-signed), pending operation, policy, get, and
+//! what an update changes (list, list versions, update's lookup and delete are in
+//! [`super::objects`]).
 
-use super::Shared;
-use super::data_plane::{
-    OpCtx, OpResult, internal, ok, page, read_vault, reject_if_deleted, write_vault,
-};
+use super::data_plane::{OpCtx, OpResult, internal, ok, reject_if_deleted};
 use super::http::{check_name, parse_json, parse_tags};
-use crate::certs::{self, CT_PKCS12};
+use super::objects::{self, Patch};
+use crate::certs::{self, Bundle, CT_PKCS12};
 use crate::error::{KvError, ObjectKind};
-use crate::store;
+use crate::store::{self, Cert, Object};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-pub(super) async fn import(
-    shared: &Shared,
-    vault: &str,
-    name: &str,
-    body: &[u8],
-    ctx: &OpCtx<'_>,
-) -> OpResult {
-    let base = ctx.base;
-
+pub(super) async fn import(ctx: &OpCtx<'_>, name: &str, body: &[u8]) -> OpResult {
     check_name(ObjectKind::Certificate, name)?;
     let b = parse_json(body)?;
     let value = Zeroizing::new(
@@ -36,11 +27,6 @@ pub(super) async fn import(
             .to_string(),
     );
     let policy = b.get("policy").cloned().unwrap_or_else(|| json!({}));
-    let content_type = policy
-        .pointer("/secret_props/contentType")
-        .and_then(|x| x.as_str())
-        .unwrap_or(CT_PKCS12)
-        .to_string();
     // PKCS#12 key derivation (PBKDF2) is CPU work: off the async threads.
     let bundle = tokio::task::spawn_blocking(move || certs::parse_import(&value, &pwd))
         .await
@@ -48,30 +34,14 @@ pub(super) async fn import(
         .map_err(|e| {
             KvError::bad_parameter(format!("The certificate could not be imported: {e}"))
         })?;
-    let tags = parse_tags(&b)?;
-    let enabled = b
-        .pointer("/attributes/enabled")
-        .and_then(|x| x.as_bool())
-        .unwrap_or(true);
-    ok(write_vault(shared, vault, |v| {
-        reject_if_deleted(v, ObjectKind::Certificate, name)?;
-        Ok(store::render_cert(
-            base,
-            v.add_certificate(name, bundle, &content_type, tags, enabled, policy)?,
-        ))
+    ok(add(ctx, name, &b, bundle, policy, |c| {
+        store::render_cert(ctx.base, c)
     })
     .await?)
 }
 
-pub(super) async fn create(
-    shared: &Shared,
-    vault: &str,
-    name: &str,
-    body: &[u8],
-    ctx: &OpCtx<'_>,
-) -> OpResult {
+pub(super) async fn create(ctx: &OpCtx<'_>, name: &str, body: &[u8]) -> OpResult {
     let base = ctx.base;
-
     check_name(ObjectKind::Certificate, name)?;
     let b = parse_json(body)?;
     let policy = b
@@ -114,31 +84,13 @@ pub(super) async fn create(
         .pointer("/x509_props/validity_months")
         .and_then(|x| x.as_u64())
         .unwrap_or(12) as u32;
-    let content_type = policy
-        .pointer("/secret_props/contentType")
-        .and_then(|x| x.as_str())
-        .unwrap_or(CT_PKCS12)
-        .to_string();
     let key = super::keys::generate(kty, size, crv).await?;
     let bundle =
         tokio::task::spawn_blocking(move || certs::self_signed(key, &subject, &dns, months))
             .await
             .map_err(internal)?
             .map_err(|e| KvError::bad_parameter(e.to_string()))?;
-    let tags = parse_tags(&b)?;
-    let enabled = b
-        .pointer("/attributes/enabled")
-        .and_then(|x| x.as_bool())
-        .unwrap_or(true);
-    let stored = write_vault(shared, vault, |v| {
-        reject_if_deleted(v, ObjectKind::Certificate, name)?;
-        Ok(
-            v.add_certificate(name, bundle, &content_type, tags, enabled, policy)?
-                .name
-                .clone(),
-        )
-    })
-    .await?;
+    let stored = add(ctx, name, &b, bundle, policy, |c| c.name.clone()).await?;
     // Like Key Vault: the create answer is "inProgress"; the pending resource then says
     // "completed" (issuance is immediate here). SDK pollers rely on that first state.
     let mut pending = pending_op(base, &stored);
@@ -156,115 +108,74 @@ pub(super) async fn create(
     ))
 }
 
-pub(super) fn pending(shared: &Shared, vault: &str, name: &str, ctx: &OpCtx<'_>) -> OpResult {
-    let base = ctx.base;
-
-    let stored = read_vault(shared, vault, |v| Ok(v.cert(name, None)?.name.clone()))?;
-    ok(pending_op(base, &stored))
+/// The common tail of import and create: tags and `enabled` from the body, the backing
+/// secret's content type from the policy, then a new version; answers `answer(new version)`.
+async fn add<T>(
+    ctx: &OpCtx<'_>,
+    name: &str,
+    b: &Value,
+    bundle: Bundle,
+    policy: Value,
+    answer: impl FnOnce(&Cert) -> T,
+) -> Result<T, KvError> {
+    let content_type = policy
+        .pointer("/secret_props/contentType")
+        .and_then(|x| x.as_str())
+        .unwrap_or(CT_PKCS12)
+        .to_string();
+    let tags = parse_tags(b)?;
+    let enabled = b
+        .pointer("/attributes/enabled")
+        .and_then(|x| x.as_bool())
+        .unwrap_or(true);
+    ctx.write(|v| {
+        reject_if_deleted(v, ObjectKind::Certificate, name)?;
+        let cert = v.add_certificate(name, bundle, &content_type, tags, enabled, policy)?;
+        Ok(answer(cert))
+    })
+    .await
 }
 
-pub(super) fn policy(shared: &Shared, vault: &str, name: &str, ctx: &OpCtx<'_>) -> OpResult {
-    let base = ctx.base;
-    ok(read_vault(shared, vault, |v| {
-        let c = v.cert(name, None)?;
+pub(super) fn pending(ctx: &OpCtx<'_>, name: &str) -> OpResult {
+    let stored = ctx.read(|v| Ok(v.get::<Cert>(name, None)?.name.clone()))?;
+    ok(pending_op(ctx.base, &stored))
+}
+
+pub(super) fn policy(ctx: &OpCtx<'_>, name: &str) -> OpResult {
+    ok(ctx.read(|v| {
+        let c = v.get::<Cert>(name, None)?;
         let mut p = c.policy.clone();
-        p["id"] = json!(format!("{base}/certificates/{}/policy", c.name));
+        p["id"] = json!(format!("{}/certificates/{}/policy", ctx.base, c.name));
         Ok(p)
     })?)
 }
 
-pub(super) fn get(
-    shared: &Shared,
-    vault: &str,
-    name: &str,
-    version: Option<String>,
-    ctx: &OpCtx<'_>,
-) -> OpResult {
-    let base = ctx.base;
-    ok(read_vault(shared, vault, |v| {
-        Ok(store::render_cert(base, v.cert(name, version.as_deref())?))
-    })?)
+/// Get: the version asked for, enabled or not.
+pub(super) fn get(ctx: &OpCtx<'_>, name: &str, version: Option<&str>) -> OpResult {
+    ok(ctx.read(|v| v.get::<Cert>(name, version)?.render(ctx.base))?)
 }
 
+/// Update: `enabled`, tags.
 pub(super) async fn update(
-    shared: &Shared,
-    vault: &str,
-    name: &str,
-    version: Option<String>,
-    body: &[u8],
     ctx: &OpCtx<'_>,
+    name: &str,
+    version: Option<&str>,
+    body: &[u8],
 ) -> OpResult {
-    let base = ctx.base;
-
-    let b = parse_json(body)?;
-    let tags = b.get("tags").map(|_| parse_tags(&b)).transpose()?;
-    ok(write_vault(shared, vault, |v| {
-        let ver = v.cert(name, version.as_deref())?.version.clone();
-        let list = v
-            .certificates
-            .get_mut(&name.to_ascii_lowercase())
-            .ok_or_else(|| KvError::not_found(ObjectKind::Certificate, name, None))?;
-        let c = list
-            .iter_mut()
-            .find(|c| c.version == ver)
-            .ok_or_else(|| KvError::not_found(ObjectKind::Certificate, name, Some(&ver)))?;
-        if let Some(e) = b.pointer("/attributes/enabled").and_then(|x| x.as_bool()) {
-            c.attrs.enabled = e;
-        }
-        if let Some(t) = tags {
-            c.tags = t;
-        }
-        c.attrs.updated = store::now();
-        Ok(store::render_cert(base, c))
-    })
-    .await?)
-}
-
-pub(super) async fn delete(shared: &Shared, vault: &str, name: &str, ctx: &OpCtx<'_>) -> OpResult {
-    let base = ctx.base;
-
-    let r = write_vault(shared, vault, |v| {
-        let r = store::render_cert(base, v.cert(name, None)?);
-        v.delete(ObjectKind::Certificate, name)?;
-        Ok(r)
-    })
-    .await?;
-    ok(store::deleted_fields(
-        base,
-        ObjectKind::Certificate,
+    objects::update(
+        ctx,
         name,
-        store::now(),
-        r,
-    ))
-}
-
-pub(super) fn list(shared: &Shared, vault: &str, ctx: &OpCtx<'_>) -> OpResult {
-    let base = ctx.base;
-
-    let items = read_vault(shared, vault, |v| {
-        Ok(v.certificates
-            .values()
-            .filter_map(|vs| vs.last())
-            .map(|c| store::render_cert_item(base, c, false))
-            .collect::<Vec<_>>())
-    })?;
-    ok(page(ctx, "/certificates", items)?)
-}
-
-pub(super) fn list_versions(shared: &Shared, vault: &str, name: &str, ctx: &OpCtx<'_>) -> OpResult {
-    let base = ctx.base;
-
-    let items = read_vault(shared, vault, |v| {
-        let list = v
-            .certificates
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| KvError::not_found(ObjectKind::Certificate, name, None))?;
-        Ok(list
-            .iter()
-            .map(|c| store::render_cert_item(base, c, true))
-            .collect::<Vec<_>>())
-    })?;
-    ok(page(ctx, &format!("/certificates/{name}/versions"), items)?)
+        version,
+        Patch::parse(body)?,
+        |c: &mut Cert, b| {
+            if let Some(e) = b.pointer("/attributes/enabled").and_then(|x| x.as_bool()) {
+                c.attrs.enabled = e;
+            }
+            c.attrs.updated = store::now();
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// The pending-operation resource of a certificate (issuance is immediate here: "completed").

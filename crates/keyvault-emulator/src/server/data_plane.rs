@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// API versions accepted on the data plane.
@@ -31,16 +31,12 @@ const LATEST_API_VERSION: &str = "2026-04-01";
 
 pub(super) fn reject_if_deleted(v: &Vault, kind: ObjectKind, name: &str) -> Result<(), KvError> {
     if v.is_deleted(kind, name) {
-        let noun = match kind {
-            ObjectKind::Secret => "Secret",
-            ObjectKind::Key => "Key",
-            ObjectKind::Certificate => "Certificate",
-        };
         return Err(KvError::new(
             409,
             "Conflict",
             format!(
-                "{noun} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can only be recovered or purged.",
+                "{} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can only be recovered or purged.",
+                kind.title(),
                 kind.noun()
             ),
         ));
@@ -265,11 +261,13 @@ pub(super) async fn handle(
         }
     };
     let ctx = OpCtx {
+        shared,
+        vault: &vault_name,
         base: &base,
         api_version: &api_version,
         query: &query,
     };
-    let result = route.execute(shared, &vault_name, &body, &ctx).await;
+    let result = route.execute(&body, &ctx).await;
     Ok(match result {
         Ok((status, value, location)) => {
             shared.telemetry.count(op, &vault_name, status);
@@ -292,12 +290,33 @@ pub(super) async fn handle(
     })
 }
 
-/// What an operation needs from the request besides its path and body.
+/// What an operation needs besides its path and body: the vault it addresses, and from the
+/// request the base of every id in the answer, the api-version and the query.
 pub(super) struct OpCtx<'a> {
+    pub(super) shared: &'a Shared,
+    /// The vault's lower-case name.
+    pub(super) vault: &'a str,
     /// `https://<host>`: the prefix of every id in an answer.
     pub(super) base: &'a str,
     pub(super) api_version: &'a str,
     pub(super) query: &'a HashMap<String, String>,
+}
+
+impl OpCtx<'_> {
+    /// [`read_vault`] on the operation's vault.
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Vault) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        read_vault(self.shared, self.vault, f)
+    }
+    /// [`write_vault`] on the operation's vault.
+    pub(super) async fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Vault) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        write_vault(self.shared, self.vault, f).await
+    }
 }
 
 /// Status, body and (for a long-running create) the `location` to poll.
@@ -307,20 +326,23 @@ pub(super) fn internal(e: impl std::fmt::Display) -> KvError {
     KvError::new(500, "InternalServerError", e.to_string())
 }
 
+fn poisoned<T>(_: T) -> KvError {
+    internal("store lock poisoned")
+}
+
+/// The vault was removed between routing and the operation.
+fn vanished() -> KvError {
+    KvError::new(404, "VaultNotFound", "vault vanished")
+}
+
 /// Runs a read-only closure on the vault.
 pub(super) fn read_vault<T>(
     shared: &Shared,
     vault: &str,
     f: impl FnOnce(&Vault) -> Result<T, KvError>,
 ) -> Result<T, KvError> {
-    let store = shared
-        .store
-        .read()
-        .map_err(|_| internal("store lock poisoned"))?;
-    let v = store
-        .vault(vault)
-        .ok_or_else(|| KvError::new(404, "VaultNotFound", "vault vanished"))?;
-    f(v)
+    let store = shared.store.read().map_err(poisoned)?;
+    f(store.vault(vault).ok_or_else(vanished)?)
 }
 
 /// Runs a mutation on the vault and persists the store before answering. The store's lock is
@@ -331,14 +353,8 @@ pub(super) async fn write_vault<T>(
     f: impl FnOnce(&mut Vault) -> Result<T, KvError>,
 ) -> Result<T, KvError> {
     let (out, snapshot) = {
-        let mut store = shared
-            .store
-            .write()
-            .map_err(|_| internal("store lock poisoned"))?;
-        let v = store
-            .vault_mut(vault)
-            .ok_or_else(|| KvError::new(404, "VaultNotFound", "vault vanished"))?;
-        let out = f(v)?;
+        let mut store = shared.store.write().map_err(poisoned)?;
+        let out = f(store.vault_mut(vault).ok_or_else(vanished)?)?;
         let snapshot = match &shared.persister {
             Some(p) => Some(p.snapshot(&mut store).map_err(persist_failed)?),
             None => None,
@@ -359,35 +375,4 @@ fn persist_failed(e: crate::Error) -> KvError {
 /// An ok answer (200) with `body`.
 pub(super) fn ok(body: Value) -> OpResult {
     Ok((200, body, None))
-}
-
-pub(super) fn page(ctx: &OpCtx<'_>, path: &str, items: Vec<Value>) -> Result<Value, KvError> {
-    let max = match ctx.query.get("maxresults") {
-        None => 25,
-        Some(m) => match m.parse::<usize>() {
-            Ok(n) if (1..=25).contains(&n) => n,
-            _ => {
-                return Err(KvError::bad_parameter(
-                    "maxresults must be between 1 and 25",
-                ));
-            }
-        },
-    };
-    let skip = ctx
-        .query
-        .get("$skiptoken")
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(0);
-    let end = (skip + max).min(items.len());
-    let value: Vec<Value> = items
-        .get(skip..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
-    let next = (end < items.len()).then(|| {
-        format!(
-            "{}{path}?api-version={}&$skiptoken={end}&maxresults={max}",
-            ctx.base, ctx.api_version
-        )
-    });
-    Ok(json!({ "value": value, "nextLink": next }))
 }

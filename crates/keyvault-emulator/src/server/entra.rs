@@ -3,7 +3,7 @@
 
 use super::Resp;
 use super::Shared;
-use super::http::{constant_time_eq, json_response, query_map, read_body};
+use super::http::{constant_time_eq, json_response, path_segments, query_map, read_body};
 use crate::entra::{EntraError, Principal};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -13,15 +13,10 @@ use zeroize::Zeroizing;
 
 pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
-    let segs: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_string)
-        .collect();
-    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let segs = path_segments(&path);
     let query = query_map(&req);
     let method = req.method().clone();
-    match (method.as_str(), seg.as_slice()) {
+    match (method.as_str(), segs.as_slice()) {
         ("GET", [_, "discovery", "instance"]) => {
             let tenant = query
                 .get("authorization_endpoint")

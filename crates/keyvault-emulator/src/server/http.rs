@@ -63,6 +63,11 @@ pub(super) fn host_of(req: &Request<Incoming>) -> String {
         .unwrap_or_default()
 }
 
+/// `/a/b/c` → `["a", "b", "c"]` (a trailing `/` gives a last empty segment).
+pub(super) fn path_segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('/').split('/').collect()
+}
+
 pub(super) fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }

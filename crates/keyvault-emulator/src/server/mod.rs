@@ -2,8 +2,8 @@
 //! admin API (plain HTTP, loopback).
 //!
 //! One module per concern: [`route`] decides the data-plane operation from method and path,
-//! [`data_plane`] authenticates, applies faults and dispatches to [`secrets`], [`keys`],
-//! [`certificates`] and [`deleted`]; [`entra`], [`imds`], [`nmi`] and [`admin`] serve the other
+//! [`data_plane`] authenticates, applies faults and dispatches to [`objects`] (what the three
+//! kinds share), [`secrets`], [`keys`], [`certificates`] and [`deleted`]; [`entra`], [`imds`], [`nmi`] and [`admin`] serve the other
 //! endpoints; [`http`] holds the small request/response helpers they share.
 
 mod admin;
@@ -15,6 +15,7 @@ mod http;
 mod imds;
 mod keys;
 mod nmi;
+mod objects;
 mod route;
 mod secrets;
 

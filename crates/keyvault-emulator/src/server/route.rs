@@ -2,8 +2,10 @@
 //! counters, faults and 403 messages, and the dispatch to the handler of its concern.
 
 use super::data_plane::{OpCtx, OpResult};
-use super::{Shared, certificates, deleted, keys, secrets};
+use super::http::path_segments;
+use super::{certificates, deleted, keys, objects, secrets};
 use crate::error::ObjectKind;
+use crate::store::{Cert, Key, Secret};
 use hyper::Method;
 
 /// One data-plane operation, decided from method and path before authentication.
@@ -74,7 +76,7 @@ impl Route {
     }
 
     pub(super) fn parse(method: &Method, path: &str) -> Option<Route> {
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let segs = path_segments(path);
         let s = |i: usize| segs.get(i).map(|x| x.to_string());
         let ver = |i: usize| segs.get(i).filter(|v| !v.is_empty()).map(|v| v.to_string());
         let m = method.as_str();
@@ -117,50 +119,39 @@ impl Route {
             _ => return None,
         })
     }
-    /// Runs the operation on `vault` (authentication, api-version and faults already passed).
-    pub(super) async fn execute(
-        self,
-        shared: &Shared,
-        vault: &str,
-        body: &[u8],
-        ctx: &OpCtx<'_>,
-    ) -> OpResult {
+    /// Runs the operation (authentication, api-version and faults already passed).
+    pub(super) async fn execute(self, body: &[u8], ctx: &OpCtx<'_>) -> OpResult {
+        use objects::{delete, list, list_versions};
         match self {
-            Route::ListSecrets => secrets::list(shared, vault, ctx),
-            Route::SetSecret(name) => secrets::set(shared, vault, &name, body, ctx).await,
-            Route::GetSecret(name, ver) => secrets::get(shared, vault, &name, ver, ctx),
+            Route::ListSecrets => list::<Secret>(ctx),
+            Route::SetSecret(name) => secrets::set(ctx, &name, body).await,
+            Route::GetSecret(name, ver) => secrets::get(ctx, &name, ver.as_deref()),
             Route::UpdateSecret(name, ver) => {
-                secrets::update(shared, vault, &name, ver, body, ctx).await
+                secrets::update(ctx, &name, ver.as_deref(), body).await
             }
-            Route::DeleteSecret(name) => secrets::delete(shared, vault, &name, ctx).await,
-            Route::ListSecretVersions(name) => secrets::list_versions(shared, vault, &name, ctx),
-            Route::ListKeys => keys::list(shared, vault, ctx),
-            Route::CreateKey(name) => keys::create(shared, vault, &name, body, ctx).await,
-            Route::ImportKey(name) => keys::import(shared, vault, &name, body, ctx).await,
-            Route::GetKey(name, ver) => keys::get(shared, vault, &name, ver, ctx),
-            Route::UpdateKey(name, ver) => keys::update(shared, vault, &name, ver, body, ctx).await,
-            Route::DeleteKey(name) => keys::delete(shared, vault, &name, ctx).await,
-            Route::ListKeyVersions(name) => keys::list_versions(shared, vault, &name, ctx),
-            Route::ListCertificates => certificates::list(shared, vault, ctx),
-            Route::ImportCertificate(name) => {
-                certificates::import(shared, vault, &name, body, ctx).await
-            }
-            Route::CreateCertificate(name) => {
-                certificates::create(shared, vault, &name, body, ctx).await
-            }
-            Route::GetPending(name) => certificates::pending(shared, vault, &name, ctx),
-            Route::GetPolicy(name) => certificates::policy(shared, vault, &name, ctx),
-            Route::GetCertificate(name, ver) => certificates::get(shared, vault, &name, ver, ctx),
+            Route::DeleteSecret(name) => delete::<Secret>(ctx, &name).await,
+            Route::ListSecretVersions(name) => list_versions::<Secret>(ctx, &name),
+            Route::ListKeys => list::<Key>(ctx),
+            Route::CreateKey(name) => keys::create(ctx, &name, body).await,
+            Route::ImportKey(name) => keys::import(ctx, &name, body).await,
+            Route::GetKey(name, ver) => keys::get(ctx, &name, ver.as_deref()),
+            Route::UpdateKey(name, ver) => keys::update(ctx, &name, ver.as_deref(), body).await,
+            Route::DeleteKey(name) => delete::<Key>(ctx, &name).await,
+            Route::ListKeyVersions(name) => list_versions::<Key>(ctx, &name),
+            Route::ListCertificates => list::<Cert>(ctx),
+            Route::ImportCertificate(name) => certificates::import(ctx, &name, body).await,
+            Route::CreateCertificate(name) => certificates::create(ctx, &name, body).await,
+            Route::GetPending(name) => certificates::pending(ctx, &name),
+            Route::GetPolicy(name) => certificates::policy(ctx, &name),
+            Route::GetCertificate(name, ver) => certificates::get(ctx, &name, ver.as_deref()),
             Route::UpdateCertificate(name, ver) => {
-                certificates::update(shared, vault, &name, ver, body, ctx).await
+                certificates::update(ctx, &name, ver.as_deref(), body).await
             }
-            Route::DeleteCertificate(name) => certificates::delete(shared, vault, &name, ctx).await,
-            Route::ListCertificateVersions(name) => {
-                certificates::list_versions(shared, vault, &name, ctx)
-            }
-            Route::GetDeleted(kind, name) => deleted::get(shared, vault, kind, &name, ctx),
-            Route::Purge(kind, name) => deleted::purge(shared, vault, kind, &name).await,
-            Route::Recover(kind, name) => deleted::recover(shared, vault, kind, &name, ctx).await,
+            Route::DeleteCertificate(name) => delete::<Cert>(ctx, &name).await,
+            Route::ListCertificateVersions(name) => list_versions::<Cert>(ctx, &name),
+            Route::GetDeleted(kind, name) => deleted::get(ctx, kind, &name),
+            Route::Purge(kind, name) => deleted::purge(ctx, kind, &name).await,
+            Route::Recover(kind, name) => deleted::recover(ctx, kind, &name).await,
         }
     }
 }

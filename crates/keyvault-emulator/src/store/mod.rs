@@ -11,10 +11,7 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 mod render;
-pub(crate) use render::{
-    deleted_fields, render_cert, render_cert_item, render_key, render_key_item, render_secret,
-    render_secret_item,
-};
+pub(crate) use render::{deleted_fields, render_cert, render_secret};
 
 pub(crate) const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
 pub(crate) const RECOVERABLE_DAYS: u32 = 90;
@@ -199,24 +196,125 @@ impl Store {
     }
 }
 
-// === lookups ===
+// === what secrets, keys and certificates share ===
 
-fn pick<'a, T>(
-    versions: Option<&'a Vec<T>>,
+/// A stored object kind: versions (oldest first) under a case-insensitive name, attributes,
+/// tags, and Key Vault's rendering.
+pub(crate) trait Object: Sized + 'static {
+    const KIND: ObjectKind;
+    /// The name as first stored (case preserved).
+    fn name(&self) -> &str;
+    fn version(&self) -> &str;
+    fn attrs(&self) -> &Attrs;
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String>;
+    /// The vault's objects of this kind, by lower-case name.
+    fn all(v: &Vault) -> &BTreeMap<String, Vec<Self>>;
+    fn all_mut(v: &mut Vault) -> &mut BTreeMap<String, Vec<Self>>;
+    /// The bundle Key Vault answers with (a secret without its value).
+    fn render(&self, base: &str) -> Result<Value, KvError>;
+    /// A list item: the id without the version ("list") or with it ("list versions").
+    fn render_item(&self, base: &str, versioned: bool) -> Value;
+}
+
+impl Object for Secret {
+    const KIND: ObjectKind = ObjectKind::Secret;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+    fn all(v: &Vault) -> &BTreeMap<String, Vec<Self>> {
+        &v.secrets
+    }
+    fn all_mut(v: &mut Vault) -> &mut BTreeMap<String, Vec<Self>> {
+        &mut v.secrets
+    }
+    fn render(&self, base: &str) -> Result<Value, KvError> {
+        Ok(render_secret(base, self, false))
+    }
+    fn render_item(&self, base: &str, versioned: bool) -> Value {
+        render::render_secret_item(base, self, versioned)
+    }
+}
+
+impl Object for Key {
+    const KIND: ObjectKind = ObjectKind::Key;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+    fn all(v: &Vault) -> &BTreeMap<String, Vec<Self>> {
+        &v.keys
+    }
+    fn all_mut(v: &mut Vault) -> &mut BTreeMap<String, Vec<Self>> {
+        &mut v.keys
+    }
+    fn render(&self, base: &str) -> Result<Value, KvError> {
+        render::render_key(base, self)
+    }
+    fn render_item(&self, base: &str, versioned: bool) -> Value {
+        render::render_key_item(base, self, versioned)
+    }
+}
+
+impl Object for Cert {
+    const KIND: ObjectKind = ObjectKind::Certificate;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+    fn all(v: &Vault) -> &BTreeMap<String, Vec<Self>> {
+        &v.certificates
+    }
+    fn all_mut(v: &mut Vault) -> &mut BTreeMap<String, Vec<Self>> {
+        &mut v.certificates
+    }
+    fn render(&self, base: &str) -> Result<Value, KvError> {
+        Ok(render::render_cert(base, self))
+    }
+    fn render_item(&self, base: &str, versioned: bool) -> Value {
+        render::render_cert_item(base, self, versioned)
+    }
+}
+
+/// Where `version` (any case; `None`: the newest) is in `versions`.
+fn position<T: Object>(
+    versions: &[T],
     version: Option<&str>,
-    ver: impl Fn(&T) -> &str,
-    kind: ObjectKind,
     name: &str,
-) -> Result<&'a T, KvError> {
-    let versions = versions.ok_or_else(|| KvError::not_found(kind, name, None))?;
+) -> Result<usize, KvError> {
     match version {
         None => versions
-            .last()
-            .ok_or_else(|| KvError::not_found(kind, name, None)),
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| KvError::not_found(T::KIND, name, None)),
         Some(v) => versions
             .iter()
-            .find(|x| ver(x).eq_ignore_ascii_case(v))
-            .ok_or_else(|| KvError::not_found(kind, name, Some(v))),
+            .position(|x| x.version().eq_ignore_ascii_case(v))
+            .ok_or_else(|| KvError::not_found(T::KIND, name, Some(v))),
     }
 }
 
@@ -237,6 +335,11 @@ fn disabled(kind: ObjectKind, op: &str) -> KvError {
     .inner(inner)
 }
 
+/// The key of a soft-deleted object in [`Vault::deleted`].
+fn deleted_key(kind: ObjectKind, name: &str) -> String {
+    format!("{}/{}", kind.noun(), name.to_ascii_lowercase())
+}
+
 // === vault operations ===
 
 impl Vault {
@@ -252,55 +355,56 @@ impl Vault {
         }
     }
 
-    pub(crate) fn secret(&self, name: &str, version: Option<&str>) -> Result<&Secret, KvError> {
-        pick(
-            self.secrets.get(&name.to_ascii_lowercase()),
-            version,
-            |s| &s.version,
-            ObjectKind::Secret,
-            name,
-        )
-    }
-    pub(crate) fn key(&self, name: &str, version: Option<&str>) -> Result<&Key, KvError> {
-        pick(
-            self.keys.get(&name.to_ascii_lowercase()),
-            version,
-            |k| &k.version,
-            ObjectKind::Key,
-            name,
-        )
-    }
-    pub(crate) fn cert(&self, name: &str, version: Option<&str>) -> Result<&Cert, KvError> {
-        pick(
-            self.certificates.get(&name.to_ascii_lowercase()),
-            version,
-            |c| &c.version,
-            ObjectKind::Certificate,
-            name,
-        )
+    /// All versions of an object, oldest first; not found when there is no such object.
+    pub(crate) fn versions<T: Object>(&self, name: &str) -> Result<&[T], KvError> {
+        T::all(self)
+            .get(&name.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .ok_or_else(|| KvError::not_found(T::KIND, name, None))
     }
 
-    pub(crate) fn get_secret_checked(
-        &self,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<&Secret, KvError> {
-        let s = self.secret(name, version)?;
-        if !s.attrs.enabled {
-            return Err(disabled(ObjectKind::Secret, "get"));
-        }
-        Ok(s)
+    /// The newest version of every object of a kind, by name.
+    pub(crate) fn latest<T: Object>(&self) -> impl Iterator<Item = &T> {
+        T::all(self).values().filter_map(|versions| versions.last())
     }
-    pub(crate) fn get_key_checked(
+
+    /// One version of an object (`None`: the newest).
+    pub(crate) fn get<T: Object>(&self, name: &str, version: Option<&str>) -> Result<&T, KvError> {
+        let versions = self.versions::<T>(name)?;
+        Ok(&versions[position(versions, version, name)?])
+    }
+
+    pub(crate) fn get_mut<T: Object>(
+        &mut self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<&mut T, KvError> {
+        let versions = T::all_mut(self)
+            .get_mut(&name.to_ascii_lowercase())
+            .ok_or_else(|| KvError::not_found(T::KIND, name, None))?;
+        let i = position(versions, version, name)?;
+        Ok(&mut versions[i])
+    }
+
+    /// [`Vault::get`] for reading the object's content: a disabled version is forbidden.
+    pub(crate) fn get_enabled<T: Object>(
         &self,
         name: &str,
         version: Option<&str>,
-    ) -> Result<&Key, KvError> {
-        let k = self.key(name, version)?;
-        if !k.attrs.enabled {
-            return Err(disabled(ObjectKind::Key, "get"));
+    ) -> Result<&T, KvError> {
+        let o = self.get::<T>(name, version)?;
+        if !o.attrs().enabled {
+            return Err(disabled(T::KIND, "get"));
         }
-        Ok(k)
+        Ok(o)
+    }
+
+    /// The name a new version is stored under: the first version's (case preserved), else `name`.
+    fn stored_name<T: Object>(&self, name: &str) -> String {
+        T::all(self)
+            .get(&name.to_ascii_lowercase())
+            .and_then(|versions| versions.first())
+            .map_or_else(|| name.to_string(), |first| first.name().to_string())
     }
 
     pub(crate) fn set_secret(
@@ -311,11 +415,8 @@ impl Vault {
         tags: BTreeMap<String, String>,
         attrs: Attrs,
     ) -> &Secret {
+        let stored_name = self.stored_name::<Secret>(name);
         let versions = self.secrets.entry(name.to_ascii_lowercase()).or_default();
-        let stored_name = versions
-            .first()
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| name.to_string());
         versions.push(Secret {
             name: stored_name,
             version: new_version(),
@@ -340,11 +441,8 @@ impl Vault {
         managed: bool,
         version: Option<String>,
     ) -> &Key {
+        let stored_name = self.stored_name::<Key>(name);
         let versions = self.keys.entry(name.to_ascii_lowercase()).or_default();
-        let stored_name = versions
-            .first()
-            .map(|k| k.name.clone())
-            .unwrap_or_else(|| name.to_string());
         let key_ops = key_ops.unwrap_or_else(|| material.default_key_ops());
         versions.push(Key {
             name: stored_name,
@@ -379,12 +477,7 @@ impl Vault {
             .ok_or_else(|| KvError::bad_parameter("The certificate chain is empty."))?;
         let info = certs::leaf_info(leaf).map_err(|e| KvError::bad_parameter(e.to_string()))?;
         let version = new_version();
-        let stored_name = self
-            .certificates
-            .get(&name.to_ascii_lowercase())
-            .and_then(|v| v.first())
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| name.to_string());
+        let stored_name = self.stored_name::<Cert>(name);
         let value = certs::secret_value(&bundle, content_type, &uuid::Uuid::new_v4().to_string())
             .map_err(|e| KvError::bad_parameter(e.to_string()))?;
         let t = now();
@@ -442,78 +535,55 @@ impl Vault {
             deleted_date: now(),
             ..Deleted::default()
         };
+        if kind != ObjectKind::Certificate && self.certificates.contains_key(&lname) {
+            return Err(KvError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} {name} is managed by a certificate; delete the certificate instead.",
+                    kind.title()
+                ),
+            ));
+        }
+        let missing = || KvError::not_found(kind, name, None);
         match kind {
             ObjectKind::Secret => {
-                if self.certificates.contains_key(&lname) {
-                    return Err(KvError::new(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "Secret {name} is managed by a certificate; delete the certificate instead."
-                        ),
-                    ));
-                }
-                entry.secrets = Some(
-                    self.secrets
-                        .remove(&lname)
-                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
-                );
+                entry.secrets = Some(self.secrets.remove(&lname).ok_or_else(missing)?)
             }
-            ObjectKind::Key => {
-                if self.certificates.contains_key(&lname) {
-                    return Err(KvError::new(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "Key {name} is managed by a certificate; delete the certificate instead."
-                        ),
-                    ));
-                }
-                entry.keys = Some(
-                    self.keys
-                        .remove(&lname)
-                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
-                );
-            }
+            ObjectKind::Key => entry.keys = Some(self.keys.remove(&lname).ok_or_else(missing)?),
             ObjectKind::Certificate => {
-                entry.certificates = Some(
-                    self.certificates
-                        .remove(&lname)
-                        .ok_or_else(|| KvError::not_found(kind, name, None))?,
-                );
+                entry.certificates = Some(self.certificates.remove(&lname).ok_or_else(missing)?);
                 entry.secrets = self.secrets.remove(&lname);
                 entry.keys = self.keys.remove(&lname);
             }
         }
-        self.deleted
-            .insert(format!("{}/{lname}", kind.noun()), entry);
+        self.deleted.insert(deleted_key(kind, name), entry);
         Ok(())
     }
 
     pub(crate) fn deleted_entry(&self, kind: ObjectKind, name: &str) -> Result<&Deleted, KvError> {
         self.deleted
-            .get(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
-            .ok_or_else(|| deleted_not_found(kind, name))
+            .get(&deleted_key(kind, name))
+            .ok_or_else(|| KvError::deleted_not_found(kind, name))
     }
 
     pub(crate) fn is_deleted(&self, kind: ObjectKind, name: &str) -> bool {
-        self.deleted
-            .contains_key(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
+        self.deleted.contains_key(&deleted_key(kind, name))
     }
 
     pub(crate) fn purge(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
         self.deleted
-            .remove(&format!("{}/{}", kind.noun(), name.to_ascii_lowercase()))
+            .remove(&deleted_key(kind, name))
             .map(|_| ())
-            .ok_or_else(|| deleted_not_found(kind, name))
+            .ok_or_else(|| KvError::deleted_not_found(kind, name))
     }
 
     pub(crate) fn recover(&mut self, kind: ObjectKind, name: &str) -> Result<(), KvError> {
         let lname = name.to_ascii_lowercase();
         let entry = self
             .deleted
-            .remove(&format!("{}/{lname}", kind.noun()))
-            .ok_or_else(|| deleted_not_found(kind, name))?;
+            .remove(&deleted_key(kind, name))
+            .ok_or_else(|| KvError::deleted_not_found(kind, name))?;
         if let Some(s) = entry.secrets {
             self.secrets.insert(lname.clone(), s);
         }
@@ -525,15 +595,6 @@ impl Vault {
         }
         Ok(())
     }
-}
-
-fn deleted_not_found(kind: ObjectKind, name: &str) -> KvError {
-    let (code, noun) = match kind {
-        ObjectKind::Secret => ("SecretNotFound", "Secret"),
-        ObjectKind::Key => ("KeyNotFound", "Key"),
-        ObjectKind::Certificate => ("CertificateNotFound", "Certificate"),
-    };
-    KvError::new(404, code, format!("Deleted {noun} not found: {name}"))
 }
 
 fn fill_policy(policy: &mut Value, key: &KeyMaterial, content_type: &str, subject: &str) {
