@@ -182,11 +182,11 @@ a4TyQMoQaACXwDqJgpCfKeKXRkl3aL5cChJVdEW2vIepaIUFV4XZRczE
     fn key_vault_style_pkcs12_with_zero_length_password() -> anyhow::Result<()> {
         let key_pem = pem::parse(fixture("eckey-pkcs8.pem")?.expose())?;
         let cert_pem = pem::parse(fixture("eccert.pem")?.expose())?;
-        let pfx = keyvault_emulator::pkcs12::encode_keyvault_pfx(
+        let pfx = pfx::encode_keyvault(
             key_pem.contents(),
             &[cert_pem.contents().to_vec()],
             "tls",
-        );
+        )?;
         let pfx = SecretBytes::new(pfx);
         assert_eq!(
             certificate_chain("c", &pfx)?.expose(),
@@ -200,12 +200,17 @@ a4TyQMoQaACXwDqJgpCfKeKXRkl3aL5cChJVdEW2vIepaIUFV4XZRczE
     }
 
     #[test]
-    fn aes_pkcs12_and_garbage_are_clear_errors() -> anyhow::Result<()> {
-        let e = certificate_chain("modern", &fixture("ec-aes.pfx")?)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("\"modern\"") && e.contains("unsupported"), "{e}");
+    fn aes_pkcs12_reads_and_garbage_is_a_clear_error() -> anyhow::Result<()> {
+        // OpenSSL 3's default PBES2/AES-256 (upstream's Go reader refuses it; the pfx crate reads it).
+        let pfx = fixture("ec-aes.pfx")?;
+        assert_eq!(
+            certificate_chain("modern", &pfx)?.expose(),
+            fixture("eccert.pem")?.expose()
+        );
+        assert_eq!(
+            private_key("modern", &pfx)?.expose(),
+            fixture("eckey-sec1.pem")?.expose()
+        );
         let e = private_key("junk", &SecretBytes::new(b"not a cert".to_vec()))
             .err()
             .map(|e| e.to_string())

@@ -1,7 +1,6 @@
 //! Certificates: PEM/PFX import, self-signed creation, and the backing secret's content.
 
 use crate::keys::{KeyError, KeyMaterial};
-use crate::pkcs12;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use der::{Decode, Encode};
 use sha1::{Digest, Sha1};
@@ -15,12 +14,12 @@ pub enum CertError {
     #[error("the certificate content is not a PEM bundle nor a PFX: {0}")]
     Format(String),
     #[error(transparent)]
-    Pkcs12(#[from] pkcs12::Pkcs12Error),
+    Pkcs12(#[from] pfx::Pkcs12Error),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("the PEM bundle has no private key")]
+    #[error("the certificate content (PEM bundle or PFX) has no private key")]
     NoKey,
-    #[error("the PEM bundle has no certificate")]
+    #[error("the certificate content (PEM bundle or PFX) has no certificate")]
     NoCertificate,
     #[error("a certificate is not valid X.509: {0}")]
     X509(String),
@@ -60,8 +59,13 @@ pub fn parse_import(value: &str, password: &str) -> Result<Bundle, CertError> {
         let text = std::str::from_utf8(&raw).map_err(|e| CertError::Format(e.to_string()))?;
         return parse_pem_bundle(text);
     }
-    let decoded = pkcs12::decode(&raw, password)?;
-    let key = KeyMaterial::from_pkcs8(&decoded.key_pkcs8)?;
+    // Any PFX Key Vault takes: RC2-40 (Windows, `openssl pkcs12 -legacy`), 3DES, PBES2/AES.
+    let decoded = pfx::decode_split_with_password(&raw, password)?;
+    let key_pkcs8 = decoded.keys.first().ok_or(CertError::NoKey)?;
+    if decoded.certs.is_empty() {
+        return Err(CertError::NoCertificate);
+    }
+    let key = KeyMaterial::from_pkcs8(key_pkcs8)?;
     Ok(order_leaf_first(key, decoded.certs))
 }
 
@@ -205,11 +209,11 @@ pub fn secret_value(
 ) -> Result<Zeroizing<String>, CertError> {
     match content_type {
         CT_PKCS12 => {
-            let pfx = Zeroizing::new(pkcs12::encode_keyvault_pfx(
+            let pfx = Zeroizing::new(pfx::encode_keyvault(
                 &bundle.key.pkcs8,
                 &bundle.chain,
                 friendly_name,
-            ));
+            )?);
             Ok(Zeroizing::new(STANDARD.encode(pfx.as_slice())))
         }
         CT_PEM => {
@@ -247,6 +251,24 @@ mod tests {
         let info = leaf_info(&b.chain[0]).expect("info");
         assert!(info.not_after > info.not_before);
         assert!(info.subject.contains("test"));
+    }
+
+    #[test]
+    fn legacy_rc2_40_pfx_imports_with_its_password() {
+        // `openssl pkcs12 -export -legacy` (crates/pfx/tests/fixtures/README.md), as Windows writes.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../pfx/tests/fixtures/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).expect("fixture");
+        let value = STANDARD.encode(read("rc2-40.pfx"));
+        let b = parse_import(&value, "fixture-pw").expect("imports");
+        assert_eq!(b.chain, vec![read("cert.der")]);
+        assert_eq!(b.key.kty, "EC");
+        match parse_import(&value, "not-the-password") {
+            Err(e @ CertError::Pkcs12(pfx::Pkcs12Error::BadPassword)) => {
+                assert!(e.to_string().contains("wrong password"), "{e}");
+            }
+            Err(e) => panic!("expected a wrong-password error, got {e}"),
+            Ok(_) => panic!("a wrong password imported"),
+        }
     }
 
     #[test]

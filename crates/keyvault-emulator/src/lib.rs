@@ -31,13 +31,11 @@
 //! See the crate README for the seed format, the admin API and the command line.
 
 mod admin;
-mod asn1;
 pub mod certs;
 mod entra;
 mod error;
 pub mod keys;
 mod persist;
-pub mod pkcs12;
 pub mod seed;
 mod server;
 mod store;

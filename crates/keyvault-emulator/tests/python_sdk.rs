@@ -143,8 +143,22 @@ async fn python_sdk_certificates_pfx_and_pem_with_chain() {
     };
     let pfx_out = h._dir.path().join("backing.pfx");
     let pfx_env = pfx_out.display().to_string();
+    // Import of a legacy PFX: `openssl pkcs12 -export -legacy` (crates/pfx/tests/fixtures/README.md).
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../pfx/tests/fixtures/");
+    let legacy_pfx = format!("{fixtures}rc2-40.pfx");
+    let legacy_cert = format!("{fixtures}cert.der");
     let out = h
-        .run("certs", SP, SP_SECRET, &[("PFX_OUT", &pfx_env)])
+        .run(
+            "certs",
+            SP,
+            SP_SECRET,
+            &[
+                ("PFX_OUT", &pfx_env),
+                ("LEGACY_PFX", &legacy_pfx),
+                ("LEGACY_PFX_CERT", &legacy_cert),
+                ("LEGACY_PFX_PASSWORD", "fixture-pw"),
+            ],
+        )
         .await;
     assert_ok(&out, "certs scenario");
     // The backing PFX uses Key Vault's legacy encoding: 3DES bags, SHA-1 MAC, 2000 iterations.

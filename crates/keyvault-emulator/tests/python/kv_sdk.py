@@ -166,6 +166,22 @@ def scenario_certs():
         with open(pfx_path, "wb") as f:
             f.write(raw)
 
+    # --- a legacy PFX: RC2-40 certificate bag, 3DES key (Windows, `openssl pkcs12 -export -legacy`) ---
+    legacy_path = os.environ.get("LEGACY_PFX")
+    if legacy_path:
+        with open(legacy_path, "rb") as f:
+            legacy = f.read()
+        with open(os.environ["LEGACY_PFX_CERT"], "rb") as f:
+            legacy_cert = f.read()
+        legacy_pw = os.environ["LEGACY_PFX_PASSWORD"]
+        imported_legacy = certs.import_certificate("pfx-legacy", legacy, password=legacy_pw)
+        check(imported_legacy.cer == legacy_cert, "RC2-40 PFX imports with its password")
+        try:
+            certs.import_certificate("pfx-legacy-wrong", legacy, password="not-the-password")
+            check(False, "RC2-40 PFX with a wrong password is refused")
+        except HttpResponseError as e:
+            check(e.status_code == 400 and "wrong password" in str(e), f"wrong password answer: {e}")
+
     # --- PEM bundle (key + leaf + chain) as application/x-pem-file ---
     pem = leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     pem += b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, inter, root))
