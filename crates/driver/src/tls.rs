@@ -182,11 +182,7 @@ a4TyQMoQaACXwDqJgpCfKeKXRkl3aL5cChJVdEW2vIepaIUFV4XZRczE
     fn key_vault_style_pkcs12_with_zero_length_password() -> anyhow::Result<()> {
         let key_pem = pem::parse(fixture("eckey-pkcs8.pem")?.expose())?;
         let cert_pem = pem::parse(fixture("eccert.pem")?.expose())?;
-        let pfx = pfx::encode_keyvault(
-            key_pem.contents(),
-            &[cert_pem.contents().to_vec()],
-            "tls",
-        )?;
+        let pfx = pfx::encode_keyvault(key_pem.contents(), &[cert_pem.contents().to_vec()], "tls")?;
         let pfx = SecretBytes::new(pfx);
         assert_eq!(
             certificate_chain("c", &pfx)?.expose(),
