@@ -7,6 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Requests that carry `secrets` or service-account tokens (in `volume_context`) get a
+        // hand-written redacting `Debug` (src/redact.rs).
+        .skip_debug([
+            ".csi.v1.NodePublishVolumeRequest",
+            ".csi.v1.NodeStageVolumeRequest",
+            ".csi.v1.NodeExpandVolumeRequest",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -166,7 +166,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     let t = Instant::now();
     node.publish(request.clone(), Duration::from_secs(60))
         .await
-        .map_err(|e| fail("NodePublishVolume")(&e))?;
+        .map_err(|e| fail("NodePublishVolume")(&e.render()))?;
     say(
         out,
         format!(
@@ -201,7 +201,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     );
     node.publish(request, Duration::from_secs(60))
         .await
-        .map_err(|e| fail("republish")(&e))?;
+        .map_err(|e| fail("republish")(&e.render()))?;
     let after = read_tree(&target).map_err(|e| fail("read volume")(&e))?;
     let mut changed = 0;
     for ((path, old, _), (_, new, _)) in before.iter().zip(after.iter()) {
@@ -228,7 +228,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     // --- 6. cleanup ---
     node.unpublish(&format!("csi-{POD_UID}"), &target.display().to_string())
         .await
-        .map_err(|e| fail("NodeUnpublishVolume")(&e))?;
+        .map_err(|e| fail("NodeUnpublishVolume")(&e.render()))?;
     local.stop().await;
     drop(emulator);
     say(

@@ -155,7 +155,12 @@ pub async fn run(options: &MountOptions, out: &mut dyn Write) -> Result<(), Moun
         )
         .await;
     local.stop().await;
-    result.map_err(|e| err(format!("mount of {namespace}/{class_name} failed: {e}")))?;
+    result.map_err(|e| {
+        err(format!(
+            "mount of {namespace}/{class_name} failed: {}",
+            e.render()
+        ))
+    })?;
 
     let files =
         read_tree(&target).map_err(|e| err(format!("cannot read {}: {e}", target.display())))?;

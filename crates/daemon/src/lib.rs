@@ -4,15 +4,18 @@
 //!
 //! - [`args::normalize_args`]: Go `flag` syntax (`-name=value` as well as `--name=value`);
 //! - [`duration::parse_go_duration`]: Go's `time.ParseDuration`, with checked arithmetic;
+//! - [`error::render`]: an error and its causes as one line, for statuses, events and logs;
 //! - [`endpoint::parse_endpoint`]: `unix://` / `tcp://` endpoints, by upstream's rules;
 //! - [`logging::init`]: text or JSON lines on stderr, klog-style `-v`;
 //! - [`http::serve`]: the `/metrics` and `/healthz` servers, drained on shutdown;
 //! - [`signal::shutdown`]: resolves on SIGTERM or SIGINT;
-//! - [`uds::bind_private`]: a unix socket only its owner can connect to.
+//! - [`uds::bind_private`]: a unix socket only its owner can connect to;
+//! - [`uds::channel`] / [`uds::channel_lazy`] / [`uds::channel_to`]: the gRPC client side.
 
 pub mod args;
 pub mod duration;
 pub mod endpoint;
+pub mod error;
 pub mod http;
 pub mod logging;
 pub mod signal;

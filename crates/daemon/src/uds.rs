@@ -1,9 +1,64 @@
-//! The private unix-socket bind both daemons serve gRPC on.
+//! Both ends of the unix sockets gRPC runs on: the private bind the daemons serve on, and the
+//! one client connector (driver to provider, driver to itself for /healthz, provider to itself,
+//! tests to either).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
+use tonic::transport::{Channel, Endpoint as ChannelEndpoint};
+
+use crate::Endpoint;
+
+/// The URI tonic needs; over a unix socket it only sets `:authority` (`localhost`, as Go's
+/// gRPC clients send, so peers that check it see what they expect).
+const UNIX_URI: &str = "http://localhost";
+
+fn unix_connector(
+    path: PathBuf,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = io::Error,
+    Future = impl Future<Output = io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map(TokioIo::new)
+        }
+    })
+}
+
+/// A channel over the unix socket at `path` that connects on first use (and reconnects).
+pub fn channel_lazy(path: &Path) -> Channel {
+    ChannelEndpoint::from_static(UNIX_URI).connect_with_connector_lazy(unix_connector(path.into()))
+}
+
+/// A channel over the unix socket at `path`, connected now.
+pub async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    ChannelEndpoint::from_static(UNIX_URI)
+        .connect_with_connector(unix_connector(path.into()))
+        .await
+}
+
+/// A channel to a daemon's own `--endpoint` (unix or TCP), connected now.
+pub async fn channel_to(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    match endpoint {
+        Endpoint::Unix(path) => channel(path).await,
+        Endpoint::Tcp(addr) => {
+            let addr = Endpoint::tcp_listen_addr(addr);
+            ChannelEndpoint::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+        }
+    }
+}
 
 /// Binds a unix socket at `path` that only its owner can connect to (0600): the parent
 /// directory is created if missing and a stale socket from an earlier run is removed first (as

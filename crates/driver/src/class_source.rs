@@ -52,42 +52,67 @@ impl ClassSource for KubeClassSource {
                     obj.data["spec"] = serde_json::json!({});
                 }
                 let value = serde_json::to_value(&obj)
-                    .map_err(|e| PublishError::Internal(e.to_string()))?;
+                    .map_err(|e| PublishError::internal("re-encoding a SecretProviderClass", e))?;
                 v1::SecretProviderClass::deserialize(value).map_err(|e| {
                     PublishError::ClassInvalid {
                         namespace: namespace.into(),
                         name: name.into(),
-                        reason: format!("not a valid SecretProviderClass: {e}"),
+                        reason: "not a valid SecretProviderClass".into(),
+                        source: Some(e),
                     }
                 })
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Err(PublishError::ClassNotFound {
                 namespace: namespace.into(),
                 name: name.into(),
-                reason: format!(
+                hint: format!(
                     "not found: create the SecretProviderClass {name} in namespace {namespace}, or fix \
                      volumeAttributes.secretProviderClass in the pod"
-                ),
-            }),
-            Err(kube::Error::Api(s)) if s.code == 403 => Err(PublishError::ClassUnreadable {
-                namespace: namespace.into(),
-                name: name.into(),
-                reason: format!(
-                    "forbidden ({}): the driver's ServiceAccount needs `get` on \
-                     secretproviderclasses.secrets-store.csi.x-k8s.io (deploy/rbac.yaml)",
-                    s.message
                 ),
             }),
             Err(e) => Err(PublishError::ClassUnreadable {
                 namespace: namespace.into(),
                 name: name.into(),
-                reason: e.to_string(),
+                source: Box::new(e),
             }),
         }
     }
 }
 
 // === impl FileClassSource ===
+
+/// Why `--class-file` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassFileError {
+    #[error("reading {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML")]
+    Yaml {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "{path} document {document}: apiVersion {api_version:?} is not \
+         secrets-store.csi.x-k8s.io/v1 or v1alpha1"
+    )]
+    ApiVersion {
+        path: String,
+        document: usize,
+        api_version: String,
+    },
+    #[error("{path} document {document} is not a valid SecretProviderClass")]
+    Document {
+        path: String,
+        document: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// Classes read from a YAML file (one or more documents, `v1` or `v1alpha1`). A document
 /// without `metadata.namespace` matches any namespace. The file is re-read on every lookup so
@@ -106,11 +131,17 @@ impl FileClassSource {
         &self.path
     }
 
-    fn load(&self) -> Result<Vec<v1::SecretProviderClass>, String> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("reading {}: {e}", self.path.display()))?;
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
-            .map_err(|e| format!("{} is not valid YAML: {e}", self.path.display()))?;
+    fn load(&self) -> Result<Vec<v1::SecretProviderClass>, ClassFileError> {
+        let path = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ClassFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| ClassFileError::Yaml {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         let mut out = Vec::new();
         for (i, doc) in docs.into_iter().enumerate() {
             if doc.is_null() {
@@ -135,14 +166,18 @@ impl FileClassSource {
                     v1alpha1::SecretProviderClass::deserialize(doc).map(Into::into)
                 }
                 other => {
-                    return Err(format!(
-                        "{} document {}: apiVersion {other:?} is not secrets-store.csi.x-k8s.io/v1 or v1alpha1",
-                        self.path.display(),
-                        i + 1
-                    ));
+                    return Err(ClassFileError::ApiVersion {
+                        path,
+                        document: i + 1,
+                        api_version: other.to_string(),
+                    });
                 }
             }
-            .map_err(|e| format!("{} document {}: {e}", self.path.display(), i + 1))?;
+            .map_err(|source| ClassFileError::Document {
+                path: path.clone(),
+                document: i + 1,
+                source,
+            })?;
             out.push(spc);
         }
         Ok(out)
@@ -159,11 +194,11 @@ impl ClassSource for FileClassSource {
         let this = self.clone();
         let classes = tokio::task::spawn_blocking(move || this.load())
             .await
-            .map_err(|e| PublishError::Internal(e.to_string()))?
-            .map_err(|reason| PublishError::ClassUnreadable {
+            .map_err(|e| PublishError::internal("reading the class file", e))?
+            .map_err(|e| PublishError::ClassUnreadable {
                 namespace: namespace.into(),
                 name: name.into(),
-                reason,
+                source: Box::new(e),
             })?;
         classes
             .into_iter()
@@ -177,7 +212,7 @@ impl ClassSource for FileClassSource {
             .ok_or_else(|| PublishError::ClassNotFound {
                 namespace: namespace.into(),
                 name: name.into(),
-                reason: format!("not found in {}", self.path.display()),
+                hint: format!("not found in {}", self.path.display()),
             })
     }
 }

@@ -5,25 +5,37 @@
 
 use tonic::{Code, Status};
 
-/// Why a NodePublishVolume / NodeUnpublishVolume failed.
+use crate::pod_status::PodStatusError;
+use crate::writer::WriteError;
+
+/// A cause of any type, kept for [`daemon::error::render`] and for code that inspects it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a NodePublishVolume / NodeUnpublishVolume failed. Causes are kept as `#[source]`; the
+/// text kubelet and Events show is [`daemon::error::render`] of the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The request or the volume context is malformed (kubelet or the pod spec must change).
     #[error("{0}")]
     InvalidArgument(String),
     /// The SecretProviderClass does not exist in the pod's namespace.
-    #[error("failed to get secretproviderclass {namespace}/{name}: {reason}")]
+    #[error("failed to get secretproviderclass {namespace}/{name}: {hint}")]
     ClassNotFound {
         namespace: String,
         name: String,
-        reason: String,
+        /// What to do about it.
+        hint: String,
     },
-    /// The SecretProviderClass could not be read (API error, permissions).
-    #[error("failed to get secretproviderclass {namespace}/{name}: {reason}")]
+    /// The SecretProviderClass could not be read (API error, permissions, class file).
+    #[error(
+        "failed to get secretproviderclass {namespace}/{name}{}",
+        forbidden_hint(source)
+    )]
     ClassUnreadable {
         namespace: String,
         name: String,
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// The SecretProviderClass exists but cannot be used as is.
     #[error("secretproviderclass {namespace}/{name}: {reason}")]
@@ -31,13 +43,23 @@ pub enum PublishError {
         namespace: String,
         name: String,
         reason: String,
+        #[source]
+        source: Option<serde_json::Error>,
     },
     /// The target directory could not be prepared.
-    #[error("failed to ensure mount point {path}: {reason}")]
-    MountPoint { path: String, reason: String },
+    #[error("failed to ensure mount point {path}")]
+    MountPoint {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// tmpfs could not be mounted.
-    #[error("failed to mount tmpfs at {path}: {reason}")]
-    Mount { path: String, reason: String },
+    #[error("failed to mount tmpfs at {path}")]
+    Mount {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// No `<provider>.sock` in any provider directory.
     #[error(
         "provider {provider:?} not found: no socket {provider}.sock in {searched}; is the provider \
@@ -74,21 +96,63 @@ pub enum PublishError {
     #[error("provider {0:?} did not answer before the deadline")]
     Deadline(String),
     /// The provider returned a file the driver refuses to write, or writing failed.
-    #[error("failed to write files to {path}: {reason}")]
-    FileWrite { path: String, reason: String },
+    #[error("failed to write files to {path}")]
+    FileWrite {
+        path: String,
+        #[source]
+        source: WriteError,
+    },
     /// The SecretProviderClassPodStatus could not be written.
-    #[error("failed to record secretproviderclasspodstatus {namespace}/{name}: {reason}")]
+    #[error("failed to record secretproviderclasspodstatus {namespace}/{name}")]
     PodStatus {
         namespace: String,
         name: String,
-        reason: String,
+        #[source]
+        source: PodStatusError,
     },
     /// Unmount or cleanup of the target failed.
-    #[error("failed to clean up {path}: {reason}")]
-    Cleanup { path: String, reason: String },
+    #[error("failed to clean up {path}")]
+    Cleanup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A bug or an unexpected local failure.
-    #[error("{0}")]
-    Internal(String),
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+/// The fix for a 403, shown in the message (the API server's own text follows as the cause).
+fn forbidden_hint(source: &Cause) -> &'static str {
+    match source.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(s)) if s.code == 403 => {
+            ": forbidden: the driver's ServiceAccount needs `get` on \
+             secretproviderclasses.secrets-store.csi.x-k8s.io (deploy/rbac.yaml)"
+        }
+        _ => "",
+    }
+}
+
+/// The gRPC code for an API server failure: a conflict is not an outage.
+fn kube_code(e: &kube::Error) -> Code {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            409 => Code::Aborted,
+            422 | 400 => Code::InvalidArgument,
+            429 => Code::ResourceExhausted,
+            500.. => Code::Unavailable,
+            _ => Code::Unknown,
+        },
+        // Transport, TLS, timeouts, bad responses: the API server is not reachable right now.
+        _ => Code::Unavailable,
+    }
 }
 
 impl PublishError {
@@ -113,7 +177,7 @@ impl PublishError {
             Self::FileWrite { .. } => "FileWriteError",
             Self::PodStatus { .. } => "FailedToRecordPodStatus",
             Self::Cleanup { .. } => "FailedToCleanup",
-            Self::Internal(_) => "Internal",
+            Self::Internal { .. } => "Internal",
         }
     }
 
@@ -125,7 +189,13 @@ impl PublishError {
                 Code::InvalidArgument
             }
             Self::ClassNotFound { .. } => Code::NotFound,
-            Self::ClassUnreadable { .. } | Self::PodStatus { .. } => Code::Unavailable,
+            Self::ClassUnreadable { source, .. } => source
+                .downcast_ref::<kube::Error>()
+                .map_or(Code::Unavailable, kube_code),
+            Self::PodStatus { source, .. } => match source {
+                PodStatusError::Api(e) => kube_code(e),
+                PodStatusError::Conflict { .. } => Code::Aborted,
+            },
             Self::ProviderNotFound { .. } => Code::Unavailable,
             Self::ProviderCall { code, .. } => *code,
             Self::ProviderErrorCode { .. } | Self::MissingObjectVersions(_) => Code::Unknown,
@@ -135,13 +205,31 @@ impl PublishError {
             | Self::Mount { .. }
             | Self::FileWrite { .. }
             | Self::Cleanup { .. } => Code::Internal,
-            Self::Internal(_) => Code::Internal,
+            Self::Internal { .. } => Code::Internal,
+        }
+    }
+}
+
+impl PublishError {
+    /// The message with every cause, as kubelet, Events and logs show it.
+    pub fn render(&self) -> String {
+        daemon::error::render(self)
+    }
+
+    /// A local failure with its cause.
+    pub fn internal(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            what,
+            source: Some(source.into()),
         }
     }
 }
 
 impl From<PublishError> for Status {
     fn from(e: PublishError) -> Self {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), e.render())
     }
 }

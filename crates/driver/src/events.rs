@@ -63,7 +63,7 @@ impl PodEvents {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &pod).await {
-            tracing::warn!(pod = %vc.pod_name, namespace = %vc.pod_namespace, reason, error = %e, "failed to publish event");
+            tracing::warn!(reason, error = %daemon::error::Chain(&e), "failed to publish event");
         }
     }
 }

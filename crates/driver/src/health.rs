@@ -3,7 +3,7 @@
 //! otherwise. It checks what the livenessprobe sidecar checks (the socket kubelet uses accepts a
 //! connection and the server answers), so that sidecar is optional.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use csi_proto::v1::{ProbeRequest, identity_client::IdentityClient};
 
@@ -15,28 +15,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probes the CSI server at `endpoint` once: `Ok` when it answers ready.
 pub async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
     let call = async {
-        let channel = match endpoint {
-            Endpoint::Unix(path) => {
-                let path: PathBuf = path.clone();
-                tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let path = path.clone();
-                        async move {
-                            let s = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                        }
-                    }))
-                    .await
-            }
-            Endpoint::Tcp(addr) => {
-                let addr = Endpoint::tcp_listen_addr(addr);
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-            }
-        }
-        .map_err(|e| format!("cannot connect to the CSI endpoint: {e}"))?;
+        let channel = daemon::uds::channel_to(endpoint)
+            .await
+            .map_err(|e| format!("cannot connect to the CSI endpoint: {e}"))?;
         let reply = IdentityClient::new(channel)
             .probe(ProbeRequest {})
             .await

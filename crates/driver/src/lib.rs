@@ -25,7 +25,6 @@ pub mod node;
 pub mod pod_status;
 pub mod provider;
 pub mod registration;
-pub mod secret;
 pub mod secret_sync;
 pub mod server;
 pub mod tls;

@@ -94,17 +94,21 @@ async fn main() -> anyhow::Result<()> {
     if args.provider_health_check {
         let p = provider.clone();
         let every = args.provider_health_check_interval;
-        tokio::spawn(async move {
+        let stopped = stopped();
+        side_servers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            tokio::pin!(stopped);
             loop {
-                tick.tick().await;
-                p.health_check().await;
+                tokio::select! {
+                    () = &mut stopped => break,
+                    _ = tick.tick() => drop(p.health_check().await),
+                }
             }
-        });
+        }));
     }
     tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
     let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
-    let csi = tokio::spawn({
+    let mut csi = tokio::spawn({
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();
         async move { driver::server::serve(service, &endpoint, stopped()).await }
@@ -129,14 +133,14 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     });
-    let stop = stop_tx.clone();
-    tokio::spawn(async move {
-        daemon::signal::shutdown().await;
-        let _ = stop.send(true);
-    });
-    let result = csi
-        .await
-        .map_err(|e| anyhow::anyhow!("CSI server task: {e}"))?;
+    let result = tokio::select! {
+        r = &mut csi => r,
+        () = daemon::signal::shutdown() => {
+            let _ = stop_tx.send(true);
+            csi.await
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("CSI server task: {e}"))?;
     // The CSI server stopped (signal, or it failed): stop the rest too.
     let _ = stop_tx.send(true);
     if let Some(task) = registration {

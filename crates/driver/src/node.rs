@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use csi_proto::v1 as csi;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::class_source::ClassSource;
 use crate::config::Config;
@@ -16,9 +17,9 @@ use crate::events::{PodEvents, reason};
 use crate::metrics::Metrics;
 use crate::mounter::Mounter;
 use crate::provider::{MountCall, ProviderClient};
-use crate::secret::SecretBytes;
 use crate::volume_context::{self, VolumeContext};
 use crate::{pod_status, secret_sync, writer};
+use sensitive::SecretBytes;
 
 /// The API-server side effects of a publish: pod status, Secret sync, Events. Absent in the
 /// demo / CLI (class from a file).
@@ -134,6 +135,20 @@ impl NodeService {
             ));
         }
         let vc = VolumeContext::parse(&req.volume_context, &req.secrets)?;
+        // One span per publish: every line below carries the pod, namespace and class.
+        let span = tracing::info_span!(
+            "publish",
+            pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class
+        );
+        self.publish_parsed(req, vc, timeout).instrument(span).await
+    }
+
+    async fn publish_parsed(
+        &self,
+        req: csi::NodePublishVolumeRequest,
+        vc: VolumeContext,
+        timeout: Duration,
+    ) -> Result<Published, PublishError> {
         let target = PathBuf::from(&req.target_path);
         let lock = self.lock_for(&target);
         let _guard = lock.lock().await;
@@ -158,8 +173,7 @@ impl NodeService {
             Err(e) => {
                 self.inner.metrics.publish_error(&provider_label, e.kind());
                 tracing::warn!(
-                    pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class,
-                    error_type = e.kind(), error = %e, "NodePublishVolume failed"
+                    error_type = e.kind(), error = %e.render(), "NodePublishVolume failed"
                 );
                 if let Some(k) = &self.inner.kube {
                     k.events
@@ -167,7 +181,7 @@ impl NodeService {
                             &vc,
                             reason::FAILED_TO_MOUNT,
                             "NodePublishVolume",
-                            e.to_string(),
+                            e.render(),
                         )
                         .await;
                 }
@@ -231,12 +245,11 @@ impl NodeService {
                     .unwrap_or_else(|| "unknown".into());
                 self.inner.metrics.rotation_error(&provider, e.kind());
                 tracing::warn!(
-                    pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class,
-                    error_type = e.kind(), error = %e, "rotation refresh failed; keeping the mounted contents"
+                    error_type = e.kind(), error = %e.render(), "rotation refresh failed; keeping the mounted contents"
                 );
                 if let Some(k) = &self.inner.kube {
                     k.events
-                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.to_string())
+                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.render())
                         .await;
                 }
                 Ok(Published::RefreshFailed)
@@ -249,7 +262,7 @@ impl NodeService {
                 if let Ok(Err(cleanup)) =
                     blocking(move || cleanup_target(mounter.as_ref(), &t)).await
                 {
-                    tracing::warn!(error = %cleanup, "cleanup after failed publish");
+                    tracing::warn!(error = %cleanup.render(), "cleanup after failed publish");
                 }
                 Err(e)
             }
@@ -278,6 +291,7 @@ impl NodeService {
                 namespace: ns,
                 name,
                 reason: "spec.provider is not set: name the provider (e.g. azure)".into(),
+                source: None,
             });
         }
         if class.spec.parameters.is_empty() {
@@ -285,6 +299,7 @@ impl NodeService {
                 namespace: ns,
                 name,
                 reason: "spec.parameters is empty: a provider needs at least one parameter".into(),
+                source: None,
             });
         }
         if !req.readonly {
@@ -307,9 +322,9 @@ impl NodeService {
             let t = target.to_path_buf();
             blocking(move || mounter.mount(&t))
                 .await?
-                .map_err(|e| PublishError::Mount {
+                .map_err(|source| PublishError::Mount {
                     path: target.display().to_string(),
-                    reason: e.to_string(),
+                    source,
                 })?;
         }
         self.fetch_and_record(vc, &class, call, target).await
@@ -329,12 +344,11 @@ impl NodeService {
         let (t, f) = (target.to_path_buf(), files.clone());
         let changed = blocking(move || writer::write_payload(&t, &f))
             .await?
-            .map_err(|e| PublishError::FileWrite {
+            .map_err(|source| PublishError::FileWrite {
                 path: target.display().to_string(),
-                reason: e.to_string(),
+                source,
             })?;
         tracing::info!(
-            pod = %vc.pod_name, namespace = %vc.pod_namespace, class = %vc.secret_provider_class,
             provider = %provider, objects = out.object_versions.len(), changed, "volume contents written"
         );
 
@@ -357,7 +371,7 @@ impl NodeService {
                 &vc.pod_namespace,
                 &vc.secret_provider_class,
             ),
-            reason: e.0,
+            source: e,
         })?;
 
         if !class.spec.secret_objects.is_empty() {
@@ -365,9 +379,9 @@ impl NodeService {
                 let t = target.to_path_buf();
                 blocking(move || writer::read_mounted_files(&t))
                     .await?
-                    .map_err(|e| PublishError::FileWrite {
+                    .map_err(|source| PublishError::FileWrite {
                         path: target.display().to_string(),
-                        reason: e.to_string(),
+                        source,
                     })?
             } else {
                 files
@@ -389,12 +403,12 @@ impl NodeService {
             for (name, written) in &report.written {
                 if *written != pod_status::Written::Unchanged {
                     self.inner.metrics.secret_synced(&label);
-                    tracing::info!(namespace = %vc.pod_namespace, secret = %name, ?written, "secret synced");
+                    tracing::info!(secret = %name, ?written, "secret synced");
                 }
             }
             for failure in &report.failures {
                 self.inner.metrics.secret_sync_error(failure.kind);
-                tracing::warn!(namespace = %vc.pod_namespace, secret = %failure.secret_name, error_type = failure.kind, error = %failure.message, "secret sync failed");
+                tracing::warn!(secret = %failure.secret_name, error_type = failure.kind, error = %failure.message, "secret sync failed");
                 let reason = if failure.kind == "SecretObjectNotMounted" {
                     reason::SECRET_OBJECT_MISSING
                 } else {
@@ -473,15 +487,15 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, PublishError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| PublishError::Internal(format!("blocking task failed: {e}")))
+        .map_err(|e| PublishError::internal("a blocking task failed", e))
 }
 
 /// Returns whether `target` is already mounted; creates it (0750) when missing. A mount point
 /// that cannot be read (stale) is unmounted and reported as not mounted.
 fn ensure_mount_point(mounter: &dyn Mounter, target: &Path) -> Result<bool, PublishError> {
-    let err = |e: std::io::Error| PublishError::MountPoint {
+    let err = |source: std::io::Error| PublishError::MountPoint {
         path: target.display().to_string(),
-        reason: e.to_string(),
+        source,
     };
     if mounter.is_mounted(target).map_err(err)? {
         if std::fs::read_dir(target).is_ok() {
@@ -499,9 +513,9 @@ fn ensure_mount_point(mounter: &dyn Mounter, target: &Path) -> Result<bool, Publ
 }
 
 fn cleanup_target(mounter: &dyn Mounter, target: &Path) -> Result<(), PublishError> {
-    let err = |e: std::io::Error| PublishError::Cleanup {
+    let err = |source: std::io::Error| PublishError::Cleanup {
         path: target.display().to_string(),
-        reason: e.to_string(),
+        source,
     };
     if mounter.is_mounted(target).map_err(err)? {
         mounter.unmount(target).map_err(err)?;

@@ -25,10 +25,30 @@ pub enum Written {
     Unchanged,
 }
 
-/// Errors from the API server while recording.
+/// Why the status could not be recorded; the API server's error is kept (a conflict, a
+/// permission problem and an outage get different gRPC codes).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PodStatusError(pub String);
+pub enum PodStatusError {
+    /// The API server refused or failed the request.
+    #[error("{}", api_hint(.0))]
+    Api(#[source] kube::Error),
+    /// Other writers kept changing the object.
+    #[error("{name}: gave up after {attempts} conflicting writes")]
+    Conflict { name: String, attempts: u32 },
+}
+
+fn api_hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => {
+            "forbidden: the driver's ServiceAccount needs get/create/update on \
+             secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io (deploy/rbac.yaml)"
+        }
+        _ => "API request failed",
+    }
+}
+
+/// Conflicting writes tolerated before giving up (the next publish or rotation retries).
+const ATTEMPTS: u32 = 3;
 
 /// Create or update the pod status; returns the object as stored (its uid is an owner of
 /// synced Secrets for pods without owners).
@@ -63,16 +83,9 @@ pub async fn record(
         uid: vc.pod_uid.clone(),
         ..Default::default()
     };
-    let explain = |e: kube::Error| match &e {
-        kube::Error::Api(s) if s.code == 403 => PodStatusError(format!(
-            "forbidden ({}): the driver's ServiceAccount needs get/create/update on \
-             secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io (deploy/rbac.yaml)",
-            s.message
-        )),
-        _ => PodStatusError(e.to_string()),
-    };
+    let explain = PodStatusError::Api;
 
-    for _attempt in 0..3 {
+    for _attempt in 0..ATTEMPTS {
         match api.get_opt(&name).await.map_err(explain)? {
             None => {
                 let mut obj =
@@ -119,7 +132,8 @@ pub async fn record(
             }
         }
     }
-    Err(PodStatusError(format!(
-        "{name}: gave up after 3 conflicting writes"
-    )))
+    Err(PodStatusError::Conflict {
+        name,
+        attempts: ATTEMPTS,
+    })
 }

@@ -5,15 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use provider_proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 use provider_proto::v1alpha1::{MountRequest, ObjectVersion, VersionRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::PublishError;
-use crate::secret::{SecretBytes, SecretString};
 use crate::writer::PayloadFile;
+use sensitive::{SecretBytes, SecretString};
 
 /// Everything the driver sends in one Mount.
 #[derive(Debug)]
@@ -75,10 +74,10 @@ impl GrpcProviderClient {
         if !valid_provider_name(provider) || provider.is_empty() {
             return Err(PublishError::InvalidProvider(provider.to_string()));
         }
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| PublishError::Internal("provider cache poisoned".into()))?;
+        let mut clients = self.clients.lock().map_err(|_| PublishError::Internal {
+            what: "provider connection cache poisoned",
+            source: None,
+        })?;
         if let Some((sock, client)) = clients.get(provider) {
             if sock.exists() {
                 return Ok(client.clone());
@@ -142,19 +141,9 @@ impl GrpcProviderClient {
     }
 }
 
-/// A lazily connecting channel over a unix socket; the URI only sets `:authority`.
+/// A lazily connecting channel over the provider's unix socket.
 pub fn unix_channel(sock: &Path) -> Channel {
-    let sock = sock.to_path_buf();
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_| {
-            let sock = sock.clone();
-            async move {
-                tokio::net::UnixStream::connect(sock)
-                    .await
-                    .map(TokioIo::new)
-            }
-        },
-    ))
+    daemon::uds::channel_lazy(sock)
 }
 
 #[tonic::async_trait]
@@ -224,10 +213,11 @@ impl ProviderClient for GrpcProviderClient {
             files: response
                 .files
                 .into_iter()
-                .map(|f| PayloadFile {
-                    path: f.path,
+                .map(|mut f| PayloadFile {
+                    // Taken, not copied: the message zeroes what is left when dropped.
+                    path: std::mem::take(&mut f.path),
                     mode: f.mode,
-                    contents: SecretBytes::new(f.contents),
+                    contents: SecretBytes::new(std::mem::take(&mut f.contents)),
                 })
                 .collect(),
         })
@@ -282,8 +272,8 @@ mod tests {
         let err = c
             .mount(MountCall {
                 provider: "azure".into(),
-                attributes: SecretString::new("{}".into()),
-                secrets: SecretString::new("null".into()),
+                attributes: SecretString::new("{}"),
+                secrets: SecretString::new("null"),
                 target_path: "/t".into(),
                 permission: "420".into(),
                 current_object_versions: vec![],

@@ -94,7 +94,10 @@ pub async fn serve(
     // (crate::h2_authority explains why).
     let (conns_tx, conns_rx) = tokio::sync::mpsc::channel(4);
     let accept = tokio::spawn(async move {
+        // The relays belong to the accept task: aborting it on shutdown drops them too.
+        let mut relays = tokio::task::JoinSet::new();
         loop {
+            while relays.try_join_next().is_some() {}
             let client = match listener.accept().await {
                 Ok((client, _)) => client,
                 Err(e) => {
@@ -109,7 +112,7 @@ pub async fn serve(
             }
             let (client_rd, mut client_wr) = client.into_split();
             let (near_rd, near_wr) = tokio::io::split(near);
-            tokio::spawn(async move {
+            relays.spawn(async move {
                 let up = crate::h2_authority::rewrite_client_stream(client_rd, near_wr);
                 let mut near_rd = near_rd;
                 let down = tokio::io::copy(&mut near_rd, &mut client_wr);
@@ -134,7 +137,6 @@ pub async fn serve(
 mod tests {
     use super::*;
     use csi_proto::pluginregistration::registration_client::RegistrationClient;
-    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Reads server frames (acknowledging its SETTINGS) until a DATA frame; returns its payload.
@@ -161,15 +163,7 @@ mod tests {
     }
 
     async fn client(path: PathBuf) -> RegistrationClient<tonic::transport::Channel> {
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
+        let channel = daemon::uds::channel(&path)
             .await
             .expect("connect to the registration socket");
         RegistrationClient::new(channel)

@@ -17,9 +17,9 @@ use secrets_store_api::MANAGED_LABEL;
 use secrets_store_api::v1::{SecretObject, SecretProviderClassPodStatus};
 
 use crate::pod_status::Written;
-use crate::secret::SecretBytes;
 use crate::tls;
 use crate::volume_context::VolumeContext;
+use sensitive::SecretBytes;
 
 /// One failed secretObject (or a failure common to all of them).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use der::{Decode, Encode};
 
-use crate::secret::SecretBytes;
+use sensitive::SecretBytes;
 
 /// Go's `encoding/pem` layout: 64-column lines, LF (the pem crate defaults to CRLF).
 const GO_PEM: pem::EncodeConfig = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::PublishError;
-use crate::secret::SecretString;
+use sensitive::SecretString;
 
 /// User attribute naming the SecretProviderClass (required).
 pub const SECRET_PROVIDER_CLASS: &str = "secretProviderClass";
@@ -96,7 +96,7 @@ impl VolumeContext {
         }
         serde_json::to_string(&attrs)
             .map(SecretString::new)
-            .map_err(|e| PublishError::Internal(format!("encoding provider attributes: {e}")))
+            .map_err(|e| PublishError::internal("encoding provider attributes", e))
     }
 }
 
@@ -106,12 +106,12 @@ pub fn provider_secrets(
     secrets: &std::collections::HashMap<String, String>,
 ) -> Result<SecretString, PublishError> {
     if secrets.is_empty() {
-        return Ok(SecretString::new("null".into()));
+        return Ok(SecretString::new("null"));
     }
     let sorted: BTreeMap<&String, &String> = secrets.iter().collect();
     serde_json::to_string(&sorted)
         .map(SecretString::new)
-        .map_err(|e| PublishError::Internal(format!("encoding provider secrets: {e}")))
+        .map_err(|e| PublishError::internal("encoding provider secrets", e))
 }
 
 /// The provider's `permission`: JSON of file mode 0644, i.e. `420`.

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::secret::SecretBytes;
+use sensitive::SecretBytes;
 
 const DATA_DIR: &str = "..data";
 const DATA_DIR_TMP: &str = "..data_tmp";

@@ -207,11 +207,10 @@ async fn expect_failure(e: &Env, class: &str, code: Code, needle: &str) -> anyho
     let Some(err) = err else {
         anyhow::bail!("publish of {class} should fail")
     };
-    assert_eq!(err.code(), code, "{err}");
-    assert!(
-        err.to_string().contains(needle),
-        "{err:?} should mention {needle:?}"
-    );
+    // What kubelet and the Event show: the message with every cause.
+    let shown = err.render();
+    assert_eq!(err.code(), code, "{shown}");
+    assert!(shown.contains(needle), "{shown} should mention {needle:?}");
     assert!(
         !e.mounter.is_mounted(&target)?,
         "failed publish leaves no mount"
@@ -303,7 +302,7 @@ async fn invalid_requests_are_invalid_argument() -> anyhow::Result<()> {
             Some(Code::InvalidArgument),
             "{err:?}"
         );
-        assert!(err.is_some_and(|e| e.to_string().contains(needle)));
+        assert!(err.is_some_and(|e| e.render().contains(needle)));
     }
     assert!(!e.mounter.is_mounted(&target)?);
     Ok(())
@@ -382,8 +381,8 @@ async fn health_check_calls_version_on_used_providers() -> anyhow::Result<()> {
     );
     let call = driver::provider::MountCall {
         provider: "fake".into(),
-        attributes: driver::secret::SecretString::new("{}".into()),
-        secrets: driver::secret::SecretString::new("null".into()),
+        attributes: sensitive::SecretString::new("{}"),
+        secrets: sensitive::SecretString::new("null"),
         target_path: "/t".into(),
         permission: "420".into(),
         current_object_versions: vec![],

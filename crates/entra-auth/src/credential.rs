@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::cloud::Cloud;
 use crate::retry::{RetryPolicy, is_retryable_status, retry_after};
-use crate::secret::Secret;
+use sensitive::SecretString;
 
 /// A boxed, sendable future (the trait must stay object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -20,7 +20,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send +
 #[derive(Clone, Debug)]
 pub struct AccessToken {
     /// The bearer token.
-    pub token: Secret,
+    pub token: SecretString,
     /// When it stops being valid.
     pub expires_on: SystemTime,
 }
@@ -222,7 +222,7 @@ impl TokenResponse {
             (None, None) => now,
         };
         Ok(AccessToken {
-            token: Secret::new(self.access_token),
+            token: SecretString::new(self.access_token),
             expires_on,
         })
     }
@@ -332,7 +332,7 @@ pub struct ClientSecretCredential {
     authority: String,
     tenant: String,
     client_id: String,
-    client_secret: Secret,
+    client_secret: SecretString,
     retry: RetryPolicy,
 }
 
@@ -362,7 +362,7 @@ impl ClientSecretCredential {
         cloud: &Cloud,
         tenant: &str,
         client_id: &str,
-        client_secret: Secret,
+        client_secret: SecretString,
     ) -> Result<Self, AuthError> {
         Ok(Self {
             http,
@@ -435,7 +435,7 @@ pub struct ClientAssertionCredential {
     authority: String,
     tenant: String,
     client_id: String,
-    assertion: Secret,
+    assertion: SecretString,
     retry: RetryPolicy,
 }
 
@@ -455,7 +455,7 @@ impl ClientAssertionCredential {
         cloud: &Cloud,
         tenant: &str,
         client_id: &str,
-        assertion: Secret,
+        assertion: SecretString,
     ) -> Result<Self, AuthError> {
         Ok(Self {
             http,

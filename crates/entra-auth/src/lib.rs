@@ -27,7 +27,6 @@ pub mod cloud;
 pub mod credential;
 pub mod http;
 pub mod retry;
-pub mod secret;
 pub mod token_cache;
 
 pub use assertion::{AssertionVerifier, VerifiedSubject, VerifyError};
@@ -40,5 +39,5 @@ pub use credential::{
 };
 pub use http::{HttpError, HttpOptions, build_client};
 pub use retry::RetryPolicy;
-pub use secret::Secret;
+pub use sensitive::SecretString;
 pub use token_cache::{CachedCredential, PrincipalKey, TokenCache, TokenCacheStats};

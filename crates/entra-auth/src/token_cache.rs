@@ -257,7 +257,7 @@ impl TokenCredential for CachedCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Secret;
+    use sensitive::SecretString;
 
     #[derive(Debug)]
     struct Counting {
@@ -278,7 +278,7 @@ mod tests {
                     });
                 }
                 Ok(AccessToken {
-                    token: Secret::new(format!("tok-{n}")),
+                    token: SecretString::new(format!("tok-{n}")),
                     expires_on: SystemTime::now() + self.lifetime,
                 })
             })

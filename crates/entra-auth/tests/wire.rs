@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use entra_auth::{
     ClientAssertionCredential, ClientSecretCredential, Cloud, ManagedIdentityCredential,
-    NodeEndpoints, PodIdentityCredential, Secret, TokenCredential,
+    NodeEndpoints, PodIdentityCredential, SecretString, TokenCredential,
 };
 
 #[derive(Default)]
@@ -121,7 +121,7 @@ async fn service_principal_and_workload_identity_forms() {
         &cloud(&base),
         "tid",
         "cid",
-        Secret::new("csecret"),
+        SecretString::new("csecret"),
     )
     .unwrap();
     let t = c.get_token("https://vault.test/.default").await.unwrap();
@@ -131,7 +131,7 @@ async fn service_principal_and_workload_identity_forms() {
         &cloud(&base),
         "tid",
         "wid",
-        Secret::new("sa.jwt.token"),
+        SecretString::new("sa.jwt.token"),
     )
     .unwrap();
     wi.get_token("https://vault.test/.default").await.unwrap();
@@ -155,8 +155,14 @@ async fn service_principal_and_workload_identity_forms() {
         );
         assert!(!f.contains_key("client_secret"));
     }
-    let bad = ClientSecretCredential::new(http, &cloud(&base), "tid", "cid", Secret::new("wrong"))
-        .unwrap();
+    let bad = ClientSecretCredential::new(
+        http,
+        &cloud(&base),
+        "tid",
+        "cid",
+        SecretString::new("wrong"),
+    )
+    .unwrap();
     let e = bad
         .get_token("https://vault.test/.default")
         .await

@@ -1,7 +1,6 @@
 //! Key Vault response bodies (only the fields the provider reads).
 
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 /// Which collection an object lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,26 +24,7 @@ impl ObjectKind {
     }
 }
 
-/// Secret bytes with a redacting `Debug`, zeroized on drop.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
-
-impl SecretBytes {
-    /// Wraps bytes.
-    pub fn new(v: Vec<u8>) -> Self {
-        Self(Zeroizing::new(v))
-    }
-    /// The bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
-    }
-}
+pub use sensitive::SecretBytes;
 
 /// A secret bundle.
 #[derive(Clone, Debug)]

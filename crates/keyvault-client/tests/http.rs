@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use entra_auth::{
-    AccessToken, AuthError, BoxFuture, CredentialIdentity, RetryPolicy, Secret, TokenCredential,
+    AccessToken, AuthError, BoxFuture, CredentialIdentity, RetryPolicy, SecretString,
+    TokenCredential,
 };
 use keyvault_client::{
     ClientOptions, Connector, HttpConnector, HttpKeyVault, KeyVault, KvError, ObjectKind,
@@ -31,7 +32,7 @@ impl TokenCredential for CountingCredential {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.scopes.lock().unwrap().push(scope.to_owned());
             Ok(AccessToken {
-                token: Secret::new("tok-123"),
+                token: SecretString::new("tok-123"),
                 expires_on: SystemTime::now() + Duration::from_secs(3600),
             })
         })

@@ -19,9 +19,21 @@ pub enum MountError {
         /// Why.
         source: entra_auth::CloudError,
     },
-    /// The credential could not be built.
-    #[error("failed to get keyvault client: {0}")]
-    Credential(String),
+    /// The credential could not be built (the cause says why; its kind picks the code).
+    #[error("failed to get keyvault client: {source}")]
+    Credential {
+        /// Why.
+        #[from]
+        source: entra_auth::AuthError,
+    },
+    /// `keyvaultName` and the cloud's DNS suffix do not make a URL.
+    #[error("failed to get keyvault client: invalid vault URL {url:?}: {source}")]
+    VaultUrl {
+        /// The URL as built.
+        url: String,
+        /// Parser message.
+        source: url::ParseError,
+    },
     /// One object failed.
     #[error(
         "failed to get objectType:{object_type}, objectName:{object_name}, objectVersion:{object_version}: {source}"
@@ -64,8 +76,11 @@ impl MountError {
     /// Bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Params(_) | Self::Cloud { .. } | Self::DuplicatePath(_) => "invalid_parameters",
-            Self::Credential(_) => "auth_config",
+            Self::Params(_)
+            | Self::Cloud { .. }
+            | Self::DuplicatePath(_)
+            | Self::VaultUrl { .. } => "invalid_parameters",
+            Self::Credential { source } => source.kind(),
             Self::Object { source, .. } => match source.as_ref() {
                 ObjectError::KeyVault(e) => e.kind(),
                 ObjectError::Render(_) => "bad_format",
@@ -80,6 +95,7 @@ impl MountError {
         use tonic::Code;
         let code = match self.kind() {
             "invalid_parameters" | "auth_config" => Code::InvalidArgument,
+            "auth_unavailable" => Code::Unavailable,
             "not_found" => Code::NotFound,
             "forbidden" => Code::PermissionDenied,
             "auth_failed" => Code::Unauthenticated,
@@ -88,6 +104,12 @@ impl MountError {
             "bad_format" | "bad_response" | "auth_bad_response" => Code::FailedPrecondition,
             _ => Code::Unavailable,
         };
-        tonic::Status::new(code, format!("failed to mount objects, error: {self}"))
+        tonic::Status::new(
+            code,
+            format!(
+                "failed to mount objects, error: {}",
+                daemon::error::render(self)
+            ),
+        )
     }
 }

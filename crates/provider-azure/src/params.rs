@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use entra_auth::Secret;
+use sensitive::SecretString;
 use serde::Deserialize;
 
 /// The audience kubelet must mint the workload-identity token for.
@@ -53,14 +53,14 @@ pub enum IdentityMode {
         /// `clientid` key.
         client_id: String,
         /// `clientsecret` key.
-        client_secret: Secret,
+        client_secret: SecretString,
     },
     /// Workload identity (`clientID` set): the SA token for `api://AzureADTokenExchange`.
     WorkloadIdentity {
         /// `clientID`.
         client_id: String,
         /// The service-account token.
-        assertion: Secret,
+        assertion: SecretString,
     },
     /// `useVMManagedIdentity: "true"`.
     VmManagedIdentity {
@@ -352,7 +352,7 @@ impl MountParams {
     }
 }
 
-fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<Secret, String> {
+fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<SecretString, String> {
     let raw = attrs
         .get(SA_TOKENS_ATTRIBUTE)
         .map(|s| s.trim())
@@ -363,7 +363,7 @@ fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<Secret, S
     let tokens: BTreeMap<String, SaToken> = serde_json::from_str(raw)
         .map_err(|e| format!("failed to unmarshal service account tokens, error: {e}"))?;
     match tokens.get(WORKLOAD_IDENTITY_AUDIENCE) {
-        Some(t) if !t.token.is_empty() => Ok(Secret::new(t.token.clone())),
+        Some(t) if !t.token.is_empty() => Ok(SecretString::new(t.token.clone())),
         _ => Err(format!(
             "token for audience {WORKLOAD_IDENTITY_AUDIENCE} not found"
         )),
@@ -388,7 +388,7 @@ fn service_principal(secrets: Option<&BTreeMap<String, String>>) -> Result<Ident
         .ok_or_else(|| "could not find clientsecret in secrets".to_owned())?;
     Ok(IdentityMode::ServicePrincipal {
         client_id,
-        client_secret: Secret::new(client_secret),
+        client_secret: SecretString::new(client_secret),
     })
 }
 

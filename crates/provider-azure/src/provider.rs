@@ -17,6 +17,7 @@ use keyvault_client::{
     ObjectKind,
 };
 use provider_proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
+use tracing::Instrument;
 
 use crate::error::{MountError, ObjectError};
 use crate::metrics::Metrics;
@@ -168,17 +169,26 @@ impl Provider {
     pub async fn mount(&self, req: MountRequest) -> Result<MountResponse, MountError> {
         let params = MountParams::parse(&req.attributes, &req.secrets)?;
         let default_mode = parse_permission(&req.permission)?;
+        drop(req); // zeroes the attributes (tokens) and secrets now that they are parsed
+        // One span per mount: every line below carries the pod, namespace, class and vault.
+        let span = tracing::info_span!(
+            "mount",
+            pod = %params.pod_name,
+            namespace = %params.pod_namespace,
+            class = params.class_name.as_deref().unwrap_or(""),
+            vault = %params.keyvault_name,
+        );
         let started = Instant::now();
-        let result = self.mount_params(&params, default_mode).await;
+        let result = self
+            .mount_params(&params, default_mode)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
         let identity = params.identity.kind();
         match &result {
             Ok(resp) => {
                 self.metrics.mount("ok", identity);
                 tracing::info!(
-                    pod = %params.pod_name,
-                    namespace = %params.pod_namespace,
-                    class = params.class_name.as_deref().unwrap_or(""),
-                    vault = %params.keyvault_name,
                     identity,
                     files = resp.files.len(),
                     duration_ms = started.elapsed().as_millis() as u64,
@@ -188,13 +198,9 @@ impl Provider {
             Err(e) => {
                 self.metrics.mount(e.kind(), identity);
                 tracing::warn!(
-                    pod = %params.pod_name,
-                    namespace = %params.pod_namespace,
-                    class = params.class_name.as_deref().unwrap_or(""),
-                    vault = %params.keyvault_name,
                     identity,
                     kind = e.kind(),
-                    error = %e,
+                    error = %daemon::error::Chain(e),
                     "failed to process mount request"
                 );
             }
@@ -223,13 +229,11 @@ impl Provider {
                     source,
                 }
             })?;
-        let vault_url = url::Url::parse(&cloud.vault_url(&params.keyvault_name))
-            .map_err(|e| MountError::Credential(format!("invalid vault URL: {e}")))?;
+        let url = cloud.vault_url(&params.keyvault_name);
+        let vault_url =
+            url::Url::parse(&url).map_err(|source| MountError::VaultUrl { url, source })?;
         let credential = self.credential(params, &cloud)?;
-        tracing::debug!(
-            pod = %params.pod_name, namespace = %params.pod_namespace,
-            vault = %vault_url, credential = ?credential.identity(), "mounting"
-        );
+        tracing::debug!(credential = ?credential.identity(), "mounting");
         let kv = match &self.cache {
             Some(c) => {
                 let principal = principal(params, credential.as_ref(), c).await;
@@ -272,7 +276,6 @@ impl Provider {
                     return Err(MountError::DuplicatePath(f.path));
                 }
                 tracing::debug!(
-                    pod = %params.pod_name, namespace = %params.pod_namespace,
                     object = %job.spec.name, version = %r.version, file = %f.path, "file ready"
                 );
                 resp.object_version.push(ObjectVersion {
@@ -295,7 +298,7 @@ impl Provider {
         cloud: &Cloud,
     ) -> Result<Arc<dyn TokenCredential>, MountError> {
         let http = self.http.clone();
-        let fail = |e: entra_auth::AuthError| MountError::Credential(e.to_string());
+        let fail = |source: entra_auth::AuthError| MountError::Credential { source };
         Ok(match &params.identity {
             IdentityMode::ServicePrincipal {
                 client_id,

@@ -358,26 +358,9 @@ impl Server {
 
 /// A gRPC channel to our own socket.
 async fn channel(target: &Endpoint) -> Result<tonic::transport::Channel, String> {
-    match target {
-        Endpoint::Unix(path) => {
-            let path = path.clone();
-            tonic::transport::Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Endpoint::Tcp(addr) => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string()),
-    }
+    daemon::uds::channel_to(target)
+        .await
+        .map_err(|e| daemon::error::render(&e))
 }
 
 async fn health_check(target: Endpoint, timeout: Duration) -> Result<(), String> {

@@ -256,20 +256,7 @@ async fn version_mount_health_metrics_and_shutdown_over_the_socket() {
     assert!(resp.error.is_none());
 
     // gRPC health answers SERVING for any service name, as upstream
-    let ch = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn({
-            let sock = sock.clone();
-            move |_: tonic::transport::Uri| {
-                let sock = sock.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(sock).await?,
-                    ))
-                }
-            }
-        }))
-        .await
-        .unwrap();
+    let ch = daemon::uds::channel(&sock).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     for name in ["", "v1alpha1.CSIDriverProvider", "anything"] {
         let r = health

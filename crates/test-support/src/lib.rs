@@ -5,9 +5,16 @@
 //! A test that needs a peer asks for it with [`require_peer!`] (or [`peer`]): when the peer is
 //! missing and `CI=true`, the test fails with the command that installs it; outside CI it prints a
 //! loud notice and returns early. Nothing skips silently.
+//!
+//! With the `fakes` feature: [`fake_provider::FakeProvider`] (failure injection behind the
+//! provider socket) and [`kubelet_request`] (requests shaped like kubelet's).
 
 mod control_plane;
+#[cfg(feature = "fakes")]
+pub mod fake_provider;
 mod hosts;
+#[cfg(feature = "fakes")]
+pub mod kubelet_request;
 mod namespaces;
 mod node;
 mod peers;

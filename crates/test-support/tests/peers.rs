@@ -274,16 +274,7 @@ async fn upstream_azure_provider_answers_the_provider_api() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let path = socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    let channel = daemon::uds::channel(&socket)
         .await
         .expect("connect to the provider socket");
     let reply = CsiDriverProviderClient::new(channel)

@@ -14,15 +14,7 @@ use tonic::transport::Channel;
 
 /// Connects to a provider socket the way the driver does (`:authority` = localhost).
 pub async fn connect(path: &Path) -> CsiDriverProviderClient<Channel> {
-    let path = path.to_path_buf();
-    let ch = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
+    let ch = daemon::uds::channel(path)
         .await
         .expect("connect to provider socket");
     CsiDriverProviderClient::new(ch)
