@@ -220,7 +220,7 @@ impl Emulator {
             }
             store
                 .vaults
-                .insert(vs.name.to_ascii_lowercase(), build_vault(&seed, vs)?);
+                .insert(vs.name.to_ascii_lowercase(), vs.build(seed.default_tenant())?);
             dirty = true;
         }
         let persister = config.state_file.clone().map(persist::Persister::new);
@@ -403,89 +403,4 @@ impl Emulator {
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(&self.admin_url(), &self.admin_token)
     }
-}
-
-fn build_vault(seed: &Seed, vs: &seed::VaultSeed) -> Result<store::Vault, Error> {
-    use std::collections::BTreeMap;
-    let tenant = vs
-        .tenant
-        .clone()
-        .unwrap_or_else(|| seed.default_tenant().to_string());
-    let mut v = store::Vault::new(&vs.name, &tenant, vs.access.clone());
-    let ctx = |what: &str, name: &str, e: &dyn std::fmt::Display| {
-        Error::Seed(format!("vault '{}': {what} '{name}': {e}", vs.name))
-    };
-    for s in &vs.secrets {
-        let mut attrs = store::Attrs::now();
-        attrs.enabled = s.enabled;
-        v.set_secret(
-            &s.name,
-            Zeroizing::new(s.value.clone()),
-            s.content_type.clone(),
-            s.tags.clone(),
-            attrs,
-        );
-    }
-    for k in &vs.keys {
-        let material = match &k.pem {
-            Some(pem) => {
-                let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
-                    .map_err(|e| ctx("key", &k.name, &e))?;
-                keys::KeyMaterial::from_pem_block(label, &Zeroizing::new(der))
-                    .map_err(|e| ctx("key", &k.name, &e))?
-            }
-            None => keys::KeyMaterial::generate(
-                k.kty.as_deref().unwrap_or("RSA"),
-                k.key_size,
-                k.crv.as_deref(),
-            )
-            .map_err(|e| ctx("key", &k.name, &e))?,
-        };
-        v.add_key(
-            &k.name,
-            material,
-            None,
-            BTreeMap::new(),
-            store::Attrs::now(),
-            false,
-            None,
-        );
-    }
-    for c in &vs.certificates {
-        let bundle = if let Some(pem) = &c.pem {
-            certs::parse_pem_bundle(pem).map_err(|e| ctx("certificate", &c.name, &e))?
-        } else if let Some(pfx) = &c.pfx_base64 {
-            certs::parse_import(pfx, c.password.as_deref().unwrap_or(""))
-                .map_err(|e| ctx("certificate", &c.name, &e))?
-        } else if let Some(g) = &c.generate {
-            let key = keys::KeyMaterial::generate(
-                g.kty.as_deref().unwrap_or("RSA"),
-                g.key_size,
-                g.crv.as_deref(),
-            )
-            .map_err(|e| ctx("certificate", &c.name, &e))?;
-            let subject = g
-                .subject
-                .clone()
-                .unwrap_or_else(|| format!("CN={}", c.name));
-            certs::self_signed(key, &subject, &g.dns_names, g.validity_months.unwrap_or(12))
-                .map_err(|e| ctx("certificate", &c.name, &e))?
-        } else {
-            return Err(Error::Seed(format!(
-                "vault '{}': certificate '{}' has no content",
-                vs.name, c.name
-            )));
-        };
-        let ct = c.content_type.as_deref().unwrap_or(certs::CT_PKCS12);
-        v.add_certificate(
-            &c.name,
-            bundle,
-            ct,
-            BTreeMap::new(),
-            true,
-            serde_json::json!({}),
-        )
-        .map_err(|e| ctx("certificate", &c.name, &e.message))?;
-    }
-    Ok(v)
 }

@@ -32,8 +32,13 @@
 //! ```
 
 use crate::Error;
+use crate::certs::{self, Bundle};
+use crate::keys::KeyMaterial;
+use crate::store;
 use serde::Deserialize;
+use serde_json::json;
 use std::collections::BTreeMap;
+use zeroize::Zeroizing;
 
 /// Tenant used when the seed names none.
 pub const DEFAULT_TENANT: &str = "00000000-0000-0000-0000-00000000a11e";
@@ -325,6 +330,93 @@ impl Seed {
         }
         Ok(())
     }
+}
+
+impl VaultSeed {
+    /// The vault this seed declares, its keys and certificates generated or parsed; in
+    /// `default_tenant` unless it names its own.
+    pub(crate) fn build(&self, default_tenant: &str) -> Result<store::Vault, Error> {
+        let tenant = self.tenant.as_deref().unwrap_or(default_tenant);
+        let mut v = store::Vault::new(&self.name, tenant, self.access.clone());
+        let failed = |what: &str, name: &str, e: String| {
+            Error::Seed(format!("vault '{}': {what} '{name}': {e}", self.name))
+        };
+        for s in &self.secrets {
+            let mut attrs = store::Attrs::now();
+            attrs.enabled = s.enabled;
+            v.set_secret(
+                &s.name,
+                Zeroizing::new(s.value.clone()),
+                s.content_type.clone(),
+                s.tags.clone(),
+                attrs,
+            );
+        }
+        for k in &self.keys {
+            let material = k.material().map_err(|e| failed("key", &k.name, e))?;
+            let attrs = store::Attrs::now();
+            v.add_key(&k.name, material, None, BTreeMap::new(), attrs, false, None);
+        }
+        for c in &self.certificates {
+            let Some(bundle) = c.bundle() else {
+                return Err(Error::Seed(format!(
+                    "vault '{}': certificate '{}' has no content",
+                    self.name, c.name
+                )));
+            };
+            let bundle = bundle.map_err(|e| failed("certificate", &c.name, e))?;
+            let ct = c.content_type.as_deref().unwrap_or(certs::CT_PKCS12);
+            v.add_certificate(&c.name, bundle, ct, BTreeMap::new(), true, json!({}))
+                .map_err(|e| failed("certificate", &c.name, e.message))?;
+        }
+        Ok(v)
+    }
+}
+
+impl KeySeed {
+    /// The PEM key, or a new one.
+    fn material(&self) -> Result<KeyMaterial, String> {
+        match &self.pem {
+            Some(pem) => {
+                let (label, der) =
+                    der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| e.to_string())?;
+                KeyMaterial::from_pem_block(label, &Zeroizing::new(der)).map_err(|e| e.to_string())
+            }
+            None => generate_key(self.kty.as_deref(), self.key_size, self.crv.as_deref()),
+        }
+    }
+}
+
+impl CertificateSeed {
+    /// The certificate from its one source (PEM, PFX or generated); `None` without one.
+    fn bundle(&self) -> Option<Result<Bundle, String>> {
+        let bundle = if let Some(pem) = &self.pem {
+            certs::parse_pem_bundle(pem).map_err(|e| e.to_string())
+        } else if let Some(pfx) = &self.pfx_base64 {
+            certs::parse_import(pfx, self.password.as_deref().unwrap_or(""))
+                .map_err(|e| e.to_string())
+        } else {
+            let g = self.generate.as_ref()?;
+            generate_key(g.kty.as_deref(), g.key_size, g.crv.as_deref()).and_then(|key| {
+                let subject = g
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| format!("CN={}", self.name));
+                let months = g.validity_months.unwrap_or(12);
+                certs::self_signed(key, &subject, &g.dns_names, months).map_err(|e| e.to_string())
+            })
+        };
+        Some(bundle)
+    }
+}
+
+/// A new key: RSA unless `kty` says otherwise.
+fn generate_key(
+    kty: Option<&str>,
+    size: Option<u32>,
+    crv: Option<&str>,
+) -> Result<KeyMaterial, String> {
+    KeyMaterial::generate(kty.unwrap_or("RSA"), size, crv).map_err(|e| e.to_string())
 }
 
 /// Key Vault object names: 1-127 characters, `^[0-9a-zA-Z-]+$`.
