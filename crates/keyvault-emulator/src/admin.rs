@@ -5,6 +5,8 @@
 //! token, so a workload holding a Key Vault token cannot reach it.
 
 use crate::Error;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -280,6 +282,12 @@ impl AdminClient {
             .ok_or_else(|| Error::Admin("cannot build an HTTP client".into()))
     }
 
+    /// `method` on the admin API's `path`.
+    fn request(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, Error> {
+        Ok(self.http()?.request(method, format!("{}{path}", self.base)))
+    }
+
+    /// Sends `req` with the admin token; an answer other than 2xx is an error.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
         let resp = req
             .bearer_auth(&self.token)
@@ -294,12 +302,16 @@ impl AdminClient {
         Ok(resp)
     }
 
+    /// [`AdminClient::send`], then the JSON answer.
+    async fn fetch<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
+        let resp = self.send(req).await?;
+        resp.json().await.map_err(|e| Error::Admin(e.to_string()))
+    }
+
     /// All counter rows (operation, vault, status, count).
     pub async fn counters(&self) -> Result<Vec<CounterRow>, Error> {
-        let resp = self
-            .send(self.http()?.get(format!("{}/admin/counters", self.base)))
-            .await?;
-        resp.json().await.map_err(|e| Error::Admin(e.to_string()))
+        self.fetch(self.request(Method::GET, "/admin/counters")?)
+            .await
     }
 
     /// Sum of the counters matching `filter`.
@@ -314,12 +326,9 @@ impl AdminClient {
     }
 
     pub async fn reset_counters(&self) -> Result<(), Error> {
-        self.send(
-            self.http()?
-                .post(format!("{}/admin/counters/reset", self.base)),
-        )
-        .await
-        .map(|_| ())
+        self.send(self.request(Method::POST, "/admin/counters/reset")?)
+            .await?;
+        Ok(())
     }
 
     /// Injects `fault` on `route` (operation name like `GetSecret`, or `*`), any vault.
@@ -340,33 +349,27 @@ impl AdminClient {
             fault,
             window: None,
         };
-        self.send(
-            self.http()?
-                .post(format!("{}/admin/faults", self.base))
-                .json(&rule),
-        )
-        .await
-        .map(|_| ())
+        self.send(self.request(Method::POST, "/admin/faults")?.json(&rule))
+            .await?;
+        Ok(())
     }
 
     pub async fn clear_faults(&self) -> Result<(), Error> {
-        self.send(self.http()?.delete(format!("{}/admin/faults", self.base)))
-            .await
-            .map(|_| ())
+        self.send(self.request(Method::DELETE, "/admin/faults")?)
+            .await?;
+        Ok(())
     }
 
     /// Sets a secret (a new version); returns the version id.
     pub async fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<String, Error> {
-        let body = serde_json::json!({ "value": value });
-        let resp = self
-            .send(
-                self.http()?
-                    .put(format!("{}/admin/vaults/{vault}/secrets/{name}", self.base))
-                    .json(&body),
-            )
+        let req = self.request(
+            Method::PUT,
+            &format!("/admin/vaults/{vault}/secrets/{name}"),
+        )?;
+        let reply: VersionReply = self
+            .fetch(req.json(&serde_json::json!({ "value": value })))
             .await?;
-        let v: VersionReply = resp.json().await.map_err(|e| Error::Admin(e.to_string()))?;
-        Ok(v.version)
+        Ok(reply.version)
     }
 
     /// Enables or disables the latest version of a secret.
@@ -376,21 +379,20 @@ impl AdminClient {
         name: &str,
         enabled: bool,
     ) -> Result<(), Error> {
-        let body = serde_json::json!({ "enabled": enabled });
-        self.send(
-            self.http()?
-                .patch(format!("{}/admin/vaults/{vault}/secrets/{name}", self.base))
-                .json(&body),
-        )
-        .await
-        .map(|_| ())
+        let req = self.request(
+            Method::PATCH,
+            &format!("/admin/vaults/{vault}/secrets/{name}"),
+        )?;
+        self.send(req.json(&serde_json::json!({ "enabled": enabled })))
+            .await?;
+        Ok(())
     }
 
     /// Resets counters and faults.
     pub async fn reset(&self) -> Result<(), Error> {
-        self.send(self.http()?.post(format!("{}/admin/reset", self.base)))
-            .await
-            .map(|_| ())
+        self.send(self.request(Method::POST, "/admin/reset")?)
+            .await?;
+        Ok(())
     }
 }
 

@@ -21,6 +21,25 @@ pub(crate) struct Principal {
     pub(crate) federated: Vec<Fic>,
 }
 
+impl Principal {
+    /// An identity as the seed declares it: the object id defaults to the client id, the tenant
+    /// to the seed's; no credential.
+    fn declared(
+        client_id: &str,
+        object_id: &Option<String>,
+        tenant: &Option<String>,
+        default_tenant: &str,
+    ) -> Principal {
+        Principal {
+            client_id: client_id.to_string(),
+            object_id: object_id.clone().unwrap_or_else(|| client_id.to_string()),
+            tenant: tenant.clone().unwrap_or_else(|| default_tenant.to_string()),
+            client_secret: None,
+            federated: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Fic {
     pub(crate) issuer: String,
@@ -53,27 +72,23 @@ impl Directory {
         let default_tenant = seed.default_tenant().to_string();
         let mut principals = HashMap::new();
         for sp in &seed.identities.service_principals {
-            principals.insert(
-                sp.client_id.to_ascii_lowercase(),
-                Principal {
-                    client_id: sp.client_id.clone(),
-                    object_id: sp.object_id.clone().unwrap_or_else(|| sp.client_id.clone()),
-                    tenant: sp.tenant.clone().unwrap_or_else(|| default_tenant.clone()),
-                    client_secret: sp.client_secret.clone().map(Zeroizing::new),
-                    federated: sp
-                        .federated_credentials
-                        .iter()
-                        .map(|f| Fic {
-                            issuer: f.issuer.clone(),
-                            subject: f.subject.clone(),
-                            audience: f
-                                .audience
-                                .clone()
-                                .unwrap_or_else(|| DEFAULT_FIC_AUDIENCE.to_string()),
-                        })
-                        .collect(),
-                },
-            );
+            let principal = Principal {
+                client_secret: sp.client_secret.clone().map(Zeroizing::new),
+                federated: sp
+                    .federated_credentials
+                    .iter()
+                    .map(|f| Fic {
+                        issuer: f.issuer.clone(),
+                        subject: f.subject.clone(),
+                        audience: f
+                            .audience
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_FIC_AUDIENCE.to_string()),
+                    })
+                    .collect(),
+                ..Principal::declared(&sp.client_id, &sp.object_id, &sp.tenant, &default_tenant)
+            };
+            principals.insert(sp.client_id.to_ascii_lowercase(), principal);
         }
         let mut managed = HashMap::new();
         let mut default_managed = None;
@@ -81,16 +96,9 @@ impl Directory {
             if mi.default || seed.identities.managed_identities.len() == 1 {
                 default_managed = Some(mi.client_id.to_ascii_lowercase());
             }
-            managed.insert(
-                mi.client_id.to_ascii_lowercase(),
-                Principal {
-                    client_id: mi.client_id.clone(),
-                    object_id: mi.object_id.clone().unwrap_or_else(|| mi.client_id.clone()),
-                    tenant: mi.tenant.clone().unwrap_or_else(|| default_tenant.clone()),
-                    client_secret: None,
-                    federated: Vec::new(),
-                },
-            );
+            let principal =
+                Principal::declared(&mi.client_id, &mi.object_id, &mi.tenant, &default_tenant);
+            managed.insert(mi.client_id.to_ascii_lowercase(), principal);
         }
         let pods = seed
             .identities
@@ -188,23 +196,14 @@ impl Directory {
         struct Unverified {
             iss: Option<String>,
         }
-        let header = jsonwebtoken::decode_header(assertion).map_err(|_| {
-            EntraError::new(
-                400,
-                "invalid_client",
-                50027,
-                "JWT token is invalid or malformed.",
-            )
-        })?;
-        let claims: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
-            .map_err(|_| {
-                EntraError::new(
-                    400,
-                    "invalid_client",
-                    50027,
-                    "JWT token is invalid or malformed.",
-                )
-            })?;
+        let malformed =
+            || EntraError::invalid_client(400, 50027, "JWT token is invalid or malformed.");
+        let bad_signature = || {
+            EntraError::invalid_client(401, 700027, "Client assertion failed signature validation.")
+        };
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| malformed())?;
+        let claims: Unverified =
+            jsonwebtoken::dangerous::insecure_decode_claims(assertion).map_err(|_| malformed())?;
         let iss = claims.iss.unwrap_or_default();
         let fics: Vec<&Fic> = principal
             .federated
@@ -212,59 +211,42 @@ impl Directory {
             .filter(|f| f.issuer == iss)
             .collect();
         if fics.is_empty() {
-            return Err(EntraError::new(
+            return Err(EntraError::invalid_client(
                 400,
-                "invalid_client",
                 700211,
                 format!(
                     "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
                 ),
             ));
         }
-        let issuer = self.issuers.iter().find(|i| i.issuer == iss).ok_or_else(|| {
-            EntraError::new(
+        let oidc_failed = |why: String| {
+            EntraError::invalid_client(
                 401,
-                "invalid_client",
                 50166,
-                format!("Request to External OIDC endpoint failed: no JWKS is configured for issuer '{iss}'."),
+                format!("Request to External OIDC endpoint failed: {why}"),
             )
-        })?;
-        let jwks_text = self.jwks_for(issuer).await.map_err(|e| {
-            EntraError::new(
-                401,
-                "invalid_client",
-                50166,
-                format!("Request to External OIDC endpoint failed: {e}"),
-            )
-        })?;
+        };
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| oidc_failed(format!("no JWKS is configured for issuer '{iss}'.")))?;
+        let jwks_text = self.jwks_for(issuer).await.map_err(oidc_failed)?;
         let jwks: JwkSet = serde_json::from_str(&jwks_text).map_err(|e| {
-            EntraError::new(
-                401,
-                "invalid_client",
-                50166,
-                format!("The issuer's JWKS is not valid: {e}"),
-            )
+            EntraError::invalid_client(401, 50166, format!("The issuer's JWKS is not valid: {e}"))
         })?;
         let jwk = match &header.kid {
             Some(kid) => jwks.find(kid),
             None => jwks.keys.first(),
         }
         .ok_or_else(|| {
-            EntraError::new(
+            EntraError::invalid_client(
                 401,
-                "invalid_client",
                 700027,
                 "Client assertion failed signature validation: no key in the issuer's JWKS matches the assertion's kid.",
             )
         })?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| {
-            EntraError::new(
-                401,
-                "invalid_client",
-                700027,
-                "Client assertion failed signature validation.",
-            )
-        })?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| bad_signature())?;
         if !matches!(
             header.alg,
             Algorithm::RS256
@@ -274,9 +256,8 @@ impl Directory {
                 | Algorithm::ES384
                 | Algorithm::PS256
         ) {
-            return Err(EntraError::new(
+            return Err(EntraError::invalid_client(
                 401,
-                "invalid_client",
                 700027,
                 "Client assertion uses an unsupported algorithm.",
             ));
@@ -294,24 +275,15 @@ impl Directory {
         let data = jsonwebtoken::decode::<Verified>(assertion, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
-                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => EntraError::new(
-                    400,
-                    "invalid_client",
-                    700024,
-                    "Client assertion is not within its valid time range.",
-                ),
-                ErrorKind::InvalidSignature => EntraError::new(
-                    401,
-                    "invalid_client",
-                    700027,
-                    "Client assertion failed signature validation.",
-                ),
-                _ => EntraError::new(
-                    400,
-                    "invalid_client",
-                    50027,
-                    "JWT token is invalid or malformed.",
-                ),
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
+                    EntraError::invalid_client(
+                        400,
+                        700024,
+                        "Client assertion is not within its valid time range.",
+                    )
+                }
+                ErrorKind::InvalidSignature => bad_signature(),
+                _ => malformed(),
             }
         })?;
         let auds: Vec<String> = match &data.claims.aud {
@@ -327,9 +299,8 @@ impl Directory {
             .filter(|f| f.subject == data.claims.sub)
             .collect();
         if by_subject.is_empty() {
-            return Err(EntraError::new(
+            return Err(EntraError::invalid_client(
                 400,
-                "invalid_client",
                 700213,
                 format!(
                     "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
@@ -341,9 +312,8 @@ impl Directory {
             .iter()
             .any(|f| auds.iter().any(|a| a == &f.audience))
         {
-            return Err(EntraError::new(
+            return Err(EntraError::invalid_client(
                 400,
-                "invalid_client",
                 700212,
                 format!(
                     "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
@@ -504,6 +474,20 @@ impl EntraError {
             code,
             description: description.into(),
         }
+    }
+    /// `invalid_client`: how Entra refuses a client's credential (every client assertion check).
+    pub(crate) fn invalid_client(status: u16, code: u32, description: impl Into<String>) -> Self {
+        Self::new(status, "invalid_client", code, description)
+    }
+    /// `invalid_request` AADSTS900144: a required form parameter is missing or unreadable.
+    pub(crate) fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", 900144, description)
+    }
+    /// A required form parameter is missing.
+    pub(crate) fn missing(parameter: &str) -> Self {
+        Self::invalid_request(format!(
+            "The request body must contain the following parameter: '{parameter}'."
+        ))
     }
     pub(crate) fn body(&self) -> Value {
         let trace = uuid::Uuid::new_v4().to_string();

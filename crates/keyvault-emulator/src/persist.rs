@@ -173,49 +173,42 @@ mod tests {
     use super::*;
     use crate::store::Vault;
 
-    fn with_vault(store: &mut Store, name: &str) {
-        store
-            .vaults
-            .insert(name.into(), Vault::new(name, "tenant", vec!["*".into()]));
+    /// A persister on a fresh state file, and two snapshots of its store: the earlier with
+    /// vault `first`, the later with `second` too.
+    fn two_snapshots() -> (tempfile::TempDir, PathBuf, Snapshot, Snapshot) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let persister = Persister::new(path.clone());
+        let mut store = Store::default();
+        let mut snapshot_with = |name: &str| {
+            store
+                .vaults
+                .insert(name.into(), Vault::new(name, "tenant", vec!["*".into()]));
+            persister.snapshot(&mut store).expect("snapshot")
+        };
+        let earlier = snapshot_with("first");
+        let later = snapshot_with("second");
+        (dir, path, earlier, later)
+    }
+
+    fn newest_on_disk(path: &Path) -> bool {
+        let on_disk = Store::load(path).expect("load").expect("file");
+        on_disk.vault("second").is_some()
     }
 
     #[tokio::test]
     async fn an_earlier_snapshot_never_overwrites_a_later_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.json");
-        let persister = Persister::new(path.clone());
-        let mut store = Store::default();
-        with_vault(&mut store, "first");
-        let earlier = persister.snapshot(&mut store).expect("snapshot");
-        with_vault(&mut store, "second");
-        let later = persister.snapshot(&mut store).expect("snapshot");
-
+        let (_dir, path, earlier, later) = two_snapshots();
         later.write().await.expect("write");
         earlier.write().await.expect("write");
-        let on_disk = Store::load(&path).expect("load").expect("file");
-        assert!(
-            on_disk.vault("second").is_some(),
-            "the later snapshot stays"
-        );
+        assert!(newest_on_disk(&path), "the later snapshot stays");
     }
 
     #[tokio::test]
     async fn a_writer_writes_the_newest_snapshot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.json");
-        let persister = Persister::new(path.clone());
-        let mut store = Store::default();
-        with_vault(&mut store, "first");
-        let earlier = persister.snapshot(&mut store).expect("snapshot");
-        with_vault(&mut store, "second");
-        let later = persister.snapshot(&mut store).expect("snapshot");
-
+        let (_dir, path, earlier, later) = two_snapshots();
         earlier.write().await.expect("write");
-        let on_disk = Store::load(&path).expect("load").expect("file");
-        assert!(
-            on_disk.vault("second").is_some(),
-            "group commit: newest written"
-        );
+        assert!(newest_on_disk(&path), "group commit: newest written");
         // Each write renames a new file into place: the same inode means no second write.
         #[cfg(unix)]
         let inode = || {

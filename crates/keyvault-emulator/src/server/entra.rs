@@ -127,21 +127,13 @@ async fn token_inner(
     tenant: &str,
     v2: bool,
 ) -> Result<Value, EntraError> {
-    let body = read_body(req).await.map_err(|_| {
-        EntraError::new(
-            400,
-            "invalid_request",
-            900144,
-            "The request body is too large.",
-        )
-    })?;
+    let body = read_body(req)
+        .await
+        .map_err(|_| EntraError::invalid_request("The request body is too large."))?;
     let form: HashMap<String, String> =
         serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
             .map_err(|_| {
-                EntraError::new(
-                    400,
-                    "invalid_request",
-                    900144,
+                EntraError::invalid_request(
                     "The request body must be application/x-www-form-urlencoded.",
                 )
             })?
@@ -174,22 +166,10 @@ async fn token_inner(
             ));
         }
         None => {
-            return Err(EntraError::new(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            ));
+            return Err(EntraError::missing("grant_type"));
         }
     }
-    let client_id = get("client_id").ok_or_else(|| {
-        EntraError::new(
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        )
-    })?;
+    let client_id = get("client_id").ok_or_else(|| EntraError::missing("client_id"))?;
     let principal: &Principal = shared
         .dir
         .principals
@@ -202,9 +182,8 @@ async fn token_inner(
             .as_ref()
             .is_some_and(|s| constant_time_eq(s.as_bytes(), secret.as_bytes()));
         if !ok {
-            return Err(EntraError::new(
+            return Err(EntraError::invalid_client(
                 401,
-                "invalid_client",
                 7000215,
                 format!(
                     "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
@@ -225,22 +204,14 @@ async fn token_inner(
         }
         shared.dir.validate_assertion(principal, assertion).await?;
     } else {
-        return Err(EntraError::new(
+        return Err(EntraError::invalid_client(
             400,
-            "invalid_client",
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         ));
     }
     let resource = if v2 {
-        let scope = get("scope").ok_or_else(|| {
-            EntraError::new(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'scope'.",
-            )
-        })?;
+        let scope = get("scope").ok_or_else(|| EntraError::missing("scope"))?;
         scope
             .split(' ')
             .find_map(|s| s.strip_suffix("/.default"))
@@ -248,14 +219,7 @@ async fn token_inner(
             .to_string()
     } else {
         get("resource")
-            .ok_or_else(|| {
-                EntraError::new(
-                    400,
-                    "invalid_request",
-                    900144,
-                    "The request body must contain the following parameter: 'resource'.",
-                )
-            })?
+            .ok_or_else(|| EntraError::missing("resource"))?
             .to_string()
     };
     let (token, exp) = shared
