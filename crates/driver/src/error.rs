@@ -233,3 +233,94 @@ impl From<PublishError> for Status {
         Status::new(e.code(), e.render())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str, reason: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    fn pod_status(e: PodStatusError) -> PublishError {
+        PublishError::PodStatus {
+            namespace: "default".into(),
+            name: "web-default-kv".into(),
+            source: e,
+        }
+    }
+
+    #[test]
+    fn api_server_failures_keep_their_cause_and_get_distinct_codes() {
+        let conflict = pod_status(PodStatusError::Api(api(
+            409,
+            "the object changed",
+            "Conflict",
+        )));
+        let outage = pod_status(PodStatusError::Api(api(
+            503,
+            "etcd unavailable",
+            "ServiceUnavailable",
+        )));
+        let forbidden = pod_status(PodStatusError::Api(api(403, "no", "Forbidden")));
+        assert_eq!(conflict.code(), Code::Aborted);
+        assert_eq!(outage.code(), Code::Unavailable);
+        assert_eq!(forbidden.code(), Code::PermissionDenied);
+        // One metric label for all three: the cause changes the code, not the bounded kind.
+        assert_eq!(conflict.kind(), outage.kind());
+        let shown = Status::from(forbidden).message().to_string();
+        assert!(
+            shown.starts_with("failed to record secretproviderclasspodstatus default/web-default-kv: forbidden: the driver's ServiceAccount needs"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("no: Forbidden"), "{shown}");
+        let gave_up = pod_status(PodStatusError::Conflict {
+            name: "web-default-kv".into(),
+            attempts: 3,
+        });
+        assert_eq!(gave_up.code(), Code::Aborted);
+    }
+
+    #[test]
+    fn class_read_errors_name_the_fix_for_403_only() {
+        let class = |e: kube::Error| PublishError::ClassUnreadable {
+            namespace: "prod".into(),
+            name: "kv".into(),
+            source: Box::new(e),
+        };
+        let forbidden = class(api(403, "cannot get", "Forbidden"));
+        assert_eq!(forbidden.code(), Code::PermissionDenied);
+        assert!(
+            forbidden.render().contains("deploy/rbac.yaml"),
+            "{}",
+            forbidden.render()
+        );
+        let outage = class(api(500, "boom", "InternalError"));
+        assert_eq!(outage.code(), Code::Unavailable);
+        let shown = outage.render();
+        assert!(
+            shown.starts_with("failed to get secretproviderclass prod/kv: ApiError: boom"),
+            "{shown}"
+        );
+        assert!(!shown.contains("rbac"), "{shown}");
+    }
+
+    #[test]
+    fn io_causes_are_rendered_after_the_message() {
+        let e = PublishError::Mount {
+            path: "/var/lib/kubelet/pods/x/mount".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let shown = e.render();
+        assert!(
+            shown.starts_with("failed to mount tmpfs at /var/lib/kubelet/pods/x/mount: "),
+            "{shown}"
+        );
+        assert!(shown.ends_with("permission denied"), "{shown}");
+        assert_eq!(e.code(), Code::Internal);
+    }
+}

@@ -113,3 +113,32 @@ impl MountError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use entra_auth::AuthError;
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn credential_errors_keep_their_kind() {
+        let outage = MountError::from(AuthError::Unavailable {
+            endpoint: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(outage.kind(), "auth_unavailable");
+        let status = outage.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().starts_with(
+                "failed to mount objects, error: failed to get keyvault client: token endpoint"
+            ),
+            "{}",
+            status.message()
+        );
+        let config = MountError::from(AuthError::NoPodInfo);
+        assert_eq!(config.kind(), "auth_config");
+        assert_eq!(config.to_status().code(), Code::InvalidArgument);
+    }
+}
