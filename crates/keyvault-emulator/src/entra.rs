@@ -211,13 +211,7 @@ impl Directory {
             .filter(|f| f.issuer == iss)
             .collect();
         if fics.is_empty() {
-            return Err(EntraError::invalid_client(
-                400,
-                700211,
-                format!(
-                    "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
-                ),
-            ));
+            return Err(no_federated_credential(700211, "issuer", &iss));
         }
         let oidc_failed = |why: String| {
             EntraError::invalid_client(
@@ -299,27 +293,13 @@ impl Directory {
             .filter(|f| f.subject == data.claims.sub)
             .collect();
         if by_subject.is_empty() {
-            return Err(EntraError::invalid_client(
-                400,
-                700213,
-                format!(
-                    "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                    data.claims.sub
-                ),
-            ));
+            return Err(no_federated_credential(700213, "subject", &data.claims.sub));
         }
         if !by_subject
             .iter()
             .any(|f| auds.iter().any(|a| a == &f.audience))
         {
-            return Err(EntraError::invalid_client(
-                400,
-                700212,
-                format!(
-                    "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                    auds.join(",")
-                ),
-            ));
+            return Err(no_federated_credential(700212, "audience", &auds.join(",")));
         }
         Ok(())
     }
@@ -451,6 +431,18 @@ impl DigestBytes for sha2::Sha256 {
 }
 
 // === errors ===
+
+/// No federated credential of the client matches the assertion's `claim` (issuer, subject or
+/// audience).
+fn no_federated_credential(code: u32, claim: &str, value: &str) -> EntraError {
+    EntraError::invalid_client(
+        400,
+        code,
+        format!(
+            "No matching federated identity record found for presented assertion {claim} '{value}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+        ),
+    )
+}
 
 /// An Entra ID error response (`{"error","error_description","error_codes",…}`).
 #[derive(Debug)]
