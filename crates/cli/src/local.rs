@@ -109,47 +109,20 @@ pub fn kubelet_request(
     pod: &PodInfo,
     secrets: HashMap<String, String>,
 ) -> csi::NodePublishVolumeRequest {
-    let mut volume_context: HashMap<String, String> = [
-        ("secretProviderClass", pod.class.as_str()),
-        ("csi.storage.k8s.io/pod.name", pod.name.as_str()),
-        ("csi.storage.k8s.io/pod.namespace", pod.namespace.as_str()),
-        ("csi.storage.k8s.io/pod.uid", pod.uid.as_str()),
-        (
-            "csi.storage.k8s.io/serviceAccount.name",
-            pod.service_account.as_str(),
-        ),
-        ("csi.storage.k8s.io/ephemeral", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    if let Some(tokens) = &pod.tokens {
-        volume_context.insert(
-            "csi.storage.k8s.io/serviceAccount.tokens".into(),
-            tokens.clone(),
-        );
-    }
-    csi::NodePublishVolumeRequest {
-        volume_id: format!("csi-{}", pod.uid),
-        publish_context: HashMap::new(),
-        staging_target_path: String::new(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(csi::VolumeCapability {
-            access_type: Some(csi::volume_capability::AccessType::Mount(
-                csi::volume_capability::MountVolume {
-                    fs_type: String::new(),
-                    mount_flags: vec![],
-                    volume_mount_group: String::new(),
-                },
-            )),
-            access_mode: Some(csi::volume_capability::AccessMode {
-                mode: csi::volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
-            }),
-        }),
-        readonly: true,
+    let context = csi_proto::kubelet::inline_volume_context(
+        &pod.class,
+        &pod.name,
+        &pod.namespace,
+        &pod.uid,
+        &pod.service_account,
+        pod.tokens.as_deref(),
+    );
+    csi_proto::kubelet::inline_publish_request(
+        &format!("csi-{}", pod.uid),
+        target,
+        context,
         secrets,
-        volume_context,
-    }
+    )
 }
 
 /// The files a pod sees (following the `..data` symlinks), sorted, with contents and modes.

@@ -11,6 +11,7 @@ pub mod v1 {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod kubelet;
 mod redact;
 
 /// kubelet's plugin-registration API (`pluginregistration.Registration`), served by the driver so
