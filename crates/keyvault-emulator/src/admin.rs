@@ -20,25 +20,16 @@ pub enum Fault {
     Throttle { count: u32, retry_after: u64 },
     /// Answer the next `count` requests with this 5xx status.
     ServerError { count: u32, status: u16 },
-    /// Delay every matching request (until cleared).
-    Latency(#[serde(with = "millis")] Duration),
+    /// Delay every matching request by `delay_ms` (until cleared). A struct variant: the
+    /// admin API's JSON is internally tagged (`{"kind":"latency","delay_ms":250}`), which a
+    /// newtype around a number cannot be.
+    Latency { delay_ms: u64 },
     /// Close the connection without an answer, `count` times.
     Drop { count: u32 },
     /// A service limit, as Key Vault enforces per vault: at most `limit` matching requests per
     /// fixed window of `window_ms`; the rest get 429 with `Retry-After` = the seconds left in the
     /// window (at least 1). Stays until cleared.
     RateLimit { limit: u32, window_ms: u64 },
-}
-
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,7 +160,7 @@ impl Telemetry {
             .iter()
             .filter(|r| matches(r))
             .filter_map(|r| match r.fault {
-                Fault::Latency(d) => Some(d),
+                Fault::Latency { delay_ms } => Some(Duration::from_millis(delay_ms)),
                 _ => None,
             })
             .max()
@@ -222,7 +213,7 @@ impl Telemetry {
             Fault::Throttle { count, .. }
             | Fault::ServerError { count, .. }
             | Fault::Drop { count } => count > 0,
-            Fault::Latency(_) | Fault::RateLimit { .. } => true,
+            Fault::Latency { .. } | Fault::RateLimit { .. } => true,
         });
         (latency, action)
     }
@@ -407,6 +398,36 @@ mod tests {
             fault,
             window: None,
         }
+    }
+
+    #[test]
+    fn every_fault_kind_round_trips_through_the_admin_json() {
+        let all = [
+            Fault::Throttle {
+                count: 2,
+                retry_after: 3,
+            },
+            Fault::ServerError {
+                count: 1,
+                status: 503,
+            },
+            Fault::Latency { delay_ms: 250 },
+            Fault::Drop { count: 1 },
+            Fault::RateLimit {
+                limit: 5,
+                window_ms: 1000,
+            },
+        ];
+        for fault in all {
+            let json = serde_json::to_string(&fault).expect("serializes");
+            let back: Fault = serde_json::from_str(&json).expect("parses");
+            assert_eq!(back, fault, "{json}");
+        }
+        let parsed: Fault =
+            serde_json::from_str(r#"{"kind":"latency","delay_ms":40}"#).expect("parses");
+        let t = Telemetry::default();
+        t.add_fault(rule(parsed));
+        assert_eq!(t.check("GetSecret", "kv1").0, Duration::from_millis(40));
     }
 
     #[test]
