@@ -156,6 +156,11 @@ impl DriverArgs {
         if self.drivername.is_empty() {
             anyhow::bail!("--drivername must not be empty");
         }
+        if self.provider_health_check && self.provider_health_check_interval.is_zero() {
+            anyhow::bail!(
+                "--provider-health-check-interval=0: the interval must be above zero (e.g. 2m), or leave --provider-health-check off"
+            );
+        }
         let mut provider_dirs: Vec<PathBuf> = self
             .additional_provider_volume_paths
             .split(',')
@@ -346,6 +351,30 @@ mod tests {
             Endpoint::Unix("/tmp/csi.sock".into())
         );
         assert_eq!(a.metrics_addr()?.port(), 8095);
+        Ok(())
+    }
+
+    /// `tokio::time::interval` panics on a zero period: the flag is refused up front (a huge
+    /// one is fine: main sleeps between checks, and `sleep` saturates).
+    #[test]
+    fn a_zero_health_check_interval_is_a_clear_error() -> anyhow::Result<()> {
+        let parse = |extra: &str| {
+            DriverArgs::try_parse_from(["driver", "--nodeid=n1", "--provider-health-check", extra])
+        };
+        let e = parse("--provider-health-check-interval=0")?
+            .config()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("--provider-health-check-interval=0") && e.contains("above zero"),
+            "{e}"
+        );
+        assert!(
+            parse("--provider-health-check-interval=5124095576030431h")?
+                .config()
+                .is_ok()
+        );
         Ok(())
     }
 

@@ -78,13 +78,19 @@ pub async fn apply(client: &Client, timeout: Duration) -> Result<Vec<Applied>, C
     Ok(applied)
 }
 
+/// `timeout` from now, or `None` (no deadline) when that is past the clock's range: `--timeout`
+/// takes any Go duration, and `Instant + Duration` panics on overflow.
+fn deadline_after(timeout: Duration) -> Option<tokio::time::Instant> {
+    tokio::time::Instant::now().checked_add(timeout)
+}
+
 /// Polls the CRD with `get` (the only read the hook's RBAC grants) until it is Established.
 async fn wait_established(
     api: &Api<CustomResourceDefinition>,
     name: &str,
     timeout: Duration,
 ) -> Result<(), CrdError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         let crd = api.get(name).await.map_err(|source| CrdError::Get {
             name: name.to_owned(),
@@ -101,12 +107,27 @@ async fn wait_established(
         if established {
             return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Err(CrdError::NotEstablished {
                 name: name.to_owned(),
                 timeout,
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds apply --timeout=5124095576030431h` parses (it fits a `Duration`) but used to panic
+    /// in `Instant::now() + timeout`; such a deadline is now "none".
+    #[test]
+    fn a_timeout_past_the_clock_means_no_deadline() {
+        let huge = daemon::parse_go_duration("5124095576030431h").unwrap_or(Duration::MAX);
+        assert!(deadline_after(huge).is_none());
+        assert!(deadline_after(Duration::MAX).is_none());
+        assert!(deadline_after(Duration::from_secs(60)).is_some());
     }
 }

@@ -96,12 +96,15 @@ async fn main() -> anyhow::Result<()> {
         let every = args.provider_health_check_interval;
         let stopped = stopped();
         side_servers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // A sleep per round rather than `tokio::time::interval`, which panics on a zero
+            // period and, for a period past the clock's range, when computing the next tick
+            // (`config()` refuses zero; `sleep` treats a huge period as "never").
             tokio::pin!(stopped);
             loop {
+                drop(p.health_check().await);
                 tokio::select! {
                     () = &mut stopped => break,
-                    _ = tick.tick() => drop(p.health_check().await),
+                    () = tokio::time::sleep(every) => {}
                 }
             }
         }));
@@ -124,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             if let Some(path) = local {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-                while !path.exists() && tokio::time::Instant::now() < deadline {
+                while !tokio::fs::try_exists(&path).await.unwrap_or(false)
+                    && tokio::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }

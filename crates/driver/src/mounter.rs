@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// Mount-point operations on a target path. Blocking; callers run them off the async runtime.
 pub trait Mounter: Send + Sync + 'static {
@@ -102,10 +102,7 @@ pub struct DirMounter {
 
 impl Mounter for DirMounter {
     fn is_mounted(&self, path: &Path) -> io::Result<bool> {
-        let set = self
-            .mounted
-            .lock()
-            .map_err(|_| io::Error::other("mounter lock poisoned"))?;
+        let set = self.mounted.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(set.contains(path) && path.is_dir())
     }
 
@@ -113,7 +110,7 @@ impl Mounter for DirMounter {
         std::fs::create_dir_all(path)?;
         self.mounted
             .lock()
-            .map_err(|_| io::Error::other("mounter lock poisoned"))?
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(path.to_path_buf());
         Ok(())
     }
@@ -121,7 +118,7 @@ impl Mounter for DirMounter {
     fn unmount(&self, path: &Path) -> io::Result<()> {
         self.mounted
             .lock()
-            .map_err(|_| io::Error::other("mounter lock poisoned"))?
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(path);
         Ok(())
     }
@@ -143,6 +140,24 @@ mod tests {
         let dir = tempfile::tempdir()?;
         assert!(!is_mount_point(dir.path())?);
         assert!(!is_mount_point(&dir.path().join("missing"))?);
+        Ok(())
+    }
+
+    /// The workspace's poison policy: the set is recovered, not turned into an error that fails
+    /// every later publish.
+    #[test]
+    fn a_poisoned_dir_mounter_keeps_working() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let m = DirMounter::default();
+        m.mount(dir.path())?;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _held = m.mounted.lock();
+            panic!("poisoning the mounter on purpose");
+        }));
+        assert!(m.mounted.is_poisoned());
+        assert!(m.is_mounted(dir.path())?);
+        m.unmount(dir.path())?;
+        assert!(!m.is_mounted(dir.path())?);
         Ok(())
     }
 

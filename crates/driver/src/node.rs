@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use csi_proto::v1 as csi;
@@ -69,8 +69,10 @@ struct Inner {
     kube: Option<KubeSinks>,
     metrics: Arc<Metrics>,
     /// One lock per target path: kubelet serialises calls per volume, but nothing else does.
+    /// An entry lives only while some call holds or waits on it ([`NodeService::release_lock`]).
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-    /// When each volume was last refreshed successfully (rotation gate).
+    /// When each mounted volume was last refreshed successfully (rotation gate). Entries go on
+    /// unpublish and when a first mount fails.
     refreshed: Mutex<HashMap<PathBuf, Instant>>,
 }
 
@@ -101,11 +103,54 @@ impl NodeService {
         &self.inner.metrics
     }
 
+    // Poisoned std mutexes, here and in every crate of the workspace: the guarded value is taken
+    // back with `PoisonError::into_inner`. The maps below are only ever changed by single inserts
+    // and removes, which leave them consistent even if a holder panicked; handing out a fresh
+    // value instead would silently drop the per-target serialisation.
+
+    /// The lock of `target`, shared with every other call on the same target.
     fn lock_for(&self, target: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        match self.inner.locks.lock() {
-            Ok(mut m) => m.entry(target.to_path_buf()).or_default().clone(),
-            Err(_) => Arc::default(),
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(target.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// Gives back `lock` (from [`Self::lock_for`], its guard already dropped) and removes the
+    /// map's entry when no other call holds or waits on it. Handles are only cloned under the
+    /// map's mutex, so with that mutex held a count of two (the map's and `lock`) means nobody
+    /// else has it; a later call then makes a fresh lock, as good as the idle one removed.
+    fn release_lock(&self, target: &Path, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if locks.get(target).is_some_and(|l| Arc::ptr_eq(l, &lock)) && Arc::strong_count(&lock) == 2
+        {
+            locks.remove(target);
         }
+    }
+
+    /// Entries in the lock map and the refresh map.
+    #[cfg(test)]
+    pub(crate) fn map_sizes(&self) -> (usize, usize) {
+        let locks = self
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let refreshed = self
+            .inner
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (locks, refreshed)
     }
 
     /// NodePublishVolume. `timeout` bounds the provider call (kubelet's deadline).
@@ -151,15 +196,15 @@ impl NodeService {
     ) -> Result<Published, PublishError> {
         let target = PathBuf::from(&req.target_path);
         let lock = self.lock_for(&target);
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         let started = Instant::now();
         let mut provider = None;
         let outcome = self
             .publish_locked(&req, &vc, &target, timeout, &mut provider)
             .await;
-        let provider_label = provider
-            .and_then(|p| self.known_provider(&p))
-            .unwrap_or_else(|| "unknown".into());
+        drop(guard);
+        self.release_lock(&target, lock);
+        let provider_label = self.known_provider(provider.as_deref()).await;
         match &outcome {
             Ok(Published::Refreshed { changed }) => {
                 self.inner.metrics.publish_ok(&provider_label);
@@ -190,17 +235,28 @@ impl NodeService {
         outcome
     }
 
-    /// A bounded provider label: the class's provider if its socket exists on this node.
-    fn known_provider(&self, name: &str) -> Option<String> {
-        (crate::provider::valid_provider_name(name)
-            && !name.is_empty()
-            && self
-                .inner
-                .config
-                .provider_dirs
-                .iter()
-                .any(|d| d.join(format!("{name}.sock")).exists()))
-        .then(|| name.to_string())
+    /// A bounded provider label: the class's provider if its socket exists on this node, else
+    /// `unknown`. The sockets are looked up on the blocking pool.
+    async fn known_provider(&self, name: Option<&str>) -> String {
+        let Some(name) = name.filter(|n| !n.is_empty() && crate::provider::valid_provider_name(n))
+        else {
+            return "unknown".into();
+        };
+        let socks: Vec<PathBuf> = self
+            .inner
+            .config
+            .provider_dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.sock")))
+            .collect();
+        let found = blocking(move || fs_probe(|| socks.iter().any(|s| s.exists())))
+            .await
+            .unwrap_or(false);
+        if found {
+            name.to_owned()
+        } else {
+            "unknown".into()
+        }
     }
 
     async fn publish_locked(
@@ -220,7 +276,7 @@ impl NodeService {
             let Some(interval) = rotation else {
                 return Ok(Published::AlreadyMounted);
             };
-            if self.refreshed_within(target, interval) {
+            if self.refreshed_within(target, interval).await? {
                 return Ok(Published::RotationSkipped);
             }
         }
@@ -239,10 +295,7 @@ impl NodeService {
             }
             Err(e) if mounted => {
                 // Rotation: keep the last good files; report through an Event and the metric.
-                let provider = provider_out
-                    .as_deref()
-                    .and_then(|p| self.known_provider(p))
-                    .unwrap_or_else(|| "unknown".into());
+                let provider = self.known_provider(provider_out.as_deref()).await;
                 self.inner.metrics.rotation_error(&provider, e.kind());
                 tracing::warn!(
                     error_type = e.kind(), error = %e.render(), "rotation refresh failed; keeping the mounted contents"
@@ -264,6 +317,8 @@ impl NodeService {
                 {
                     tracing::warn!(error = %cleanup.render(), "cleanup after failed publish");
                 }
+                // A stale mount point of an earlier publish may have left an entry.
+                self.forget_refreshed(target);
                 Err(e)
             }
         }
@@ -397,9 +452,7 @@ impl NodeService {
                 &status,
             )
             .await;
-            let label = self
-                .known_provider(&provider)
-                .unwrap_or_else(|| "unknown".into());
+            let label = self.known_provider(Some(&provider)).await;
             for (name, written) in &report.written {
                 if *written != pod_status::Written::Unchanged {
                     self.inner.metrics.secret_synced(&label);
@@ -422,28 +475,49 @@ impl NodeService {
         Ok(changed)
     }
 
-    fn refreshed_within(&self, target: &Path, interval: Duration) -> bool {
+    async fn refreshed_within(
+        &self,
+        target: &Path,
+        interval: Duration,
+    ) -> Result<bool, PublishError> {
         let last = self
             .inner
             .refreshed
             .lock()
-            .ok()
-            .and_then(|m| m.get(target).copied());
-        match last {
-            Some(at) => at.elapsed() < interval,
-            // After a driver restart: the target's mtime, as upstream.
-            None => std::fs::metadata(target)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|mtime| SystemTime::now().duration_since(mtime).ok())
-                .is_some_and(|age| age < interval),
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(target)
+            .copied();
+        if let Some(at) = last {
+            return Ok(at.elapsed() < interval);
         }
+        // After a driver restart: the target's mtime, as upstream (read on the blocking pool).
+        let t = target.to_path_buf();
+        blocking(move || {
+            fs_probe(|| {
+                std::fs::metadata(&t)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|mtime| SystemTime::now().duration_since(mtime).ok())
+                    .is_some_and(|age| age < interval)
+            })
+        })
+        .await
     }
 
     fn mark_refreshed(&self, target: &Path) {
-        if let Ok(mut m) = self.inner.refreshed.lock() {
-            m.insert(target.to_path_buf(), Instant::now());
-        }
+        self.inner
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target.to_path_buf(), Instant::now());
+    }
+
+    fn forget_refreshed(&self, target: &Path) {
+        self.inner
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target);
     }
 
     /// NodeUnpublishVolume: unmount and remove the target; success when already gone.
@@ -460,20 +534,16 @@ impl NodeService {
         }
         let target = PathBuf::from(target_path);
         let lock = self.lock_for(&target);
-        let result = {
-            let _guard = lock.lock().await;
-            let mounter = self.inner.mounter.clone();
-            let t = target.clone();
-            blocking(move || cleanup_target(mounter.as_ref(), &t))
-                .await
-                .and_then(|r| r)
-        };
-        if let Ok(mut m) = self.inner.refreshed.lock() {
-            m.remove(&target);
-        }
-        if let Ok(mut m) = self.inner.locks.lock() {
-            m.remove(&target);
-        }
+        let guard = lock.lock().await;
+        let mounter = self.inner.mounter.clone();
+        let t = target.clone();
+        let result = blocking(move || cleanup_target(mounter.as_ref(), &t))
+            .await
+            .and_then(|r| r);
+        // Under the target's lock, so a publish that follows cannot have its entry removed.
+        self.forget_refreshed(&target);
+        drop(guard);
+        self.release_lock(&target, lock);
         self.inner.metrics.unpublish(result.is_ok());
         if let Err(e) = &result {
             tracing::warn!(target = %target.display(), error = %e, "NodeUnpublishVolume failed");
@@ -482,12 +552,25 @@ impl NodeService {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs `f` on the blocking pool: every file-system call of the publish path goes through here
+/// (or `tokio::fs`), never on an async worker thread.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PublishError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| PublishError::internal("a blocking task failed", e))
+}
+
+/// Marks a file-system probe of the publish path (socket lookups, mtimes); tests record the
+/// thread it ran on to check it was not an async worker.
+pub(crate) fn fs_probe<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(test)]
+    tests::FS_PROBE_THREADS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(std::thread::current().id());
+    f()
 }
 
 /// Returns whether `target` is already mounted; creates it (0750) when missing. A mount point
@@ -527,18 +610,35 @@ fn cleanup_target(mounter: &dyn Mounter, target: &Path) -> Result<(), PublishErr
     }
 }
 
-/// kubelet's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+/// kubelet's deadline from the `grpc-timeout` header, or `None` when absent or invalid (then
+/// the default applies, as tonic does for its own deadline).
 pub fn grpc_timeout<T>(req: &Request<T>) -> Option<Duration> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
+    let v = req.metadata().get("grpc-timeout")?;
+    let parsed = parse_grpc_timeout(v.as_bytes());
+    if parsed.is_none() {
+        tracing::debug!(value = ?v, "ignoring an invalid grpc-timeout header");
+    }
+    parsed
+}
+
+/// `TimeoutValue TimeoutUnit` of the gRPC HTTP/2 protocol: 1 to 8 ASCII digits, then one of
+/// `H M S m u n`. Anything else is refused, so the largest value is 99,999,999 hours (which a
+/// `Duration` holds exactly; the provider call caps it further before computing a deadline).
+pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -709,5 +809,281 @@ impl csi::identity_server::Identity for NodeService {
         _request: Request<csi::ProbeRequest>,
     ) -> Result<Response<csi::ProbeResponse>, Status> {
         Ok(Response::new(csi::ProbeResponse { ready: Some(true) }))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use test_support::kubelet_request::{kubelet_context, publish_request};
+
+    use super::*;
+    use crate::mounter::DirMounter;
+    use crate::provider::MountOutput;
+    use crate::writer::PayloadFile;
+    use crate::{FileClassSource, ProviderClient};
+
+    /// Threads that ran an [`fs_probe`].
+    pub(crate) static FS_PROBE_THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+
+    pub(crate) fn fs_probes() -> usize {
+        FS_PROBE_THREADS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub(crate) fn fs_probes_on_this_thread() -> usize {
+        let me = std::thread::current().id();
+        FS_PROBE_THREADS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|t| **t == me)
+            .count()
+    }
+
+    const CLASS: &str = r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: kv, namespace: default}
+spec:
+  provider: fake
+  parameters: {keyvaultName: kv1}
+"#;
+
+    /// Answers one file, or fails with a deadline when `fail` is set.
+    #[derive(Default)]
+    struct FakeProvider {
+        fail: AtomicBool,
+    }
+
+    #[tonic::async_trait]
+    impl ProviderClient for FakeProvider {
+        async fn mount(
+            &self,
+            call: MountCall,
+        ) -> Result<crate::provider::MountOutput, PublishError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(PublishError::Deadline(call.provider));
+            }
+            Ok(MountOutput {
+                files: vec![PayloadFile {
+                    path: "foo".into(),
+                    mode: 0o644,
+                    contents: SecretBytes::new(b"value".to_vec()),
+                }],
+                object_versions: vec![("secret/foo".into(), "v1".into())],
+            })
+        }
+    }
+
+    struct Env {
+        dir: tempfile::TempDir,
+        svc: NodeService,
+        provider: Arc<FakeProvider>,
+    }
+
+    fn env(rotation: Option<Duration>) -> Env {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let class_file = dir.path().join("classes.yaml");
+        std::fs::write(&class_file, CLASS).unwrap_or_else(|e| panic!("{e}"));
+        let providers = dir.path().join("providers");
+        std::fs::create_dir_all(&providers).unwrap_or_else(|e| panic!("{e}"));
+        // A socket file name is all the metrics label looks for.
+        std::fs::write(providers.join("fake.sock"), b"").unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::new("node-1", vec![providers]);
+        config.rotation = rotation;
+        let provider = Arc::new(FakeProvider::default());
+        let svc = NodeService::new(
+            config,
+            Arc::new(FileClassSource::new(class_file)),
+            Arc::new(DirMounter::default()),
+            provider.clone(),
+            None,
+            Arc::new(Metrics::new()),
+        );
+        Env { dir, svc, provider }
+    }
+
+    impl Env {
+        fn target(&self, i: usize) -> PathBuf {
+            self.dir.path().join(format!("pods/uid-{i}/mount"))
+        }
+
+        async fn publish(&self, i: usize) -> Result<Published, PublishError> {
+            let ctx = kubelet_context("kv", "web", "default", &format!("uid-{i}"), "sa", None);
+            let req = publish_request(&format!("csi-{i}"), &self.target(i), ctx);
+            self.svc.publish(req, Duration::from_secs(5)).await
+        }
+
+        async fn unpublish(&self, i: usize) -> Result<(), PublishError> {
+            let target = self.target(i).display().to_string();
+            self.svc.unpublish(&format!("csi-{i}"), &target).await
+        }
+    }
+
+    /// gRPC's `TimeoutValue` has at most 8 digits; the parser used to take any number (and
+    /// signs, through `u64::from_str`) and saturate, handing a near-infinite deadline on.
+    #[test]
+    fn grpc_timeout_has_at_most_eight_digits() {
+        let t = |v: &str| {
+            let mut req = Request::new(());
+            let value = v.parse().unwrap_or_else(|e| panic!("{v}: {e}"));
+            req.metadata_mut().insert("grpc-timeout", value);
+            grpc_timeout(&req)
+        };
+        assert_eq!(t("120S"), Some(Duration::from_secs(120)));
+        assert_eq!(t("119999m"), Some(Duration::from_millis(119_999)));
+        assert_eq!(t("5M"), Some(Duration::from_secs(300)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        for bad in [
+            "100000000H",
+            "18446744073709551615H",
+            "999999999999999999999999S",
+            "+5S",
+            "-5S",
+            "5",
+            "S",
+            "5s",
+            "5 S",
+            "",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&Request::new(())), None);
+    }
+
+    /// Failed first mounts and unpublishes of distinct targets used to leave their lock (and
+    /// refresh) entries behind forever.
+    #[tokio::test]
+    async fn no_entry_is_left_after_failed_publishes_and_unpublishes() {
+        let e = env(Some(Duration::from_secs(60)));
+        e.provider.fail.store(true, Ordering::SeqCst);
+        for i in 0..20 {
+            assert!(e.publish(i).await.is_err());
+            assert!(!e.target(i).exists(), "the failed target is cleaned up");
+        }
+        assert_eq!(e.svc.map_sizes(), (0, 0), "after failed first mounts");
+        for i in 20..40 {
+            assert!(
+                e.unpublish(i).await.is_ok(),
+                "never published: already gone"
+            );
+        }
+        assert_eq!(e.svc.map_sizes(), (0, 0), "after unpublishes");
+
+        // Mounted volumes keep their refresh time (rotation gate) until unpublished.
+        e.provider.fail.store(false, Ordering::SeqCst);
+        for i in 40..50 {
+            assert_eq!(e.publish(i).await.ok(), Some(Published::Mounted));
+        }
+        assert_eq!(e.svc.map_sizes(), (0, 10));
+        for i in 40..50 {
+            assert_eq!(
+                e.publish(i).await.ok(),
+                Some(Published::RotationSkipped),
+                "refreshed just now"
+            );
+        }
+        for i in 40..50 {
+            assert!(e.unpublish(i).await.is_ok());
+        }
+        assert_eq!(
+            e.svc.map_sizes(),
+            (0, 0),
+            "after unpublishing mounted volumes"
+        );
+    }
+
+    /// A lock some call holds or waits on is never removed from the map (that would let the
+    /// next call on the same target run beside it).
+    #[tokio::test]
+    async fn a_lock_in_use_stays_in_the_map() {
+        let e = env(None);
+        let target = e.target(1);
+        let held = e.svc.lock_for(&target);
+        let guard = held.lock().await;
+        let mine = e.svc.lock_for(&target);
+        e.svc.release_lock(&target, mine);
+        assert_eq!(e.svc.map_sizes().0, 1, "still held by another call");
+        assert!(Arc::ptr_eq(&e.svc.lock_for(&target), &held));
+
+        // A publish waits on the held lock, and the unpublish that holds it does not remove it.
+        let svc = e.svc.clone();
+        let ctx = kubelet_context("kv", "web", "default", "uid-1", "sa", None);
+        let req = publish_request("csi-1", &target, ctx);
+        let waiting = tokio::spawn(async move { svc.publish(req, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the publish waits for the lock");
+        drop(guard);
+        e.svc.release_lock(&target, held);
+        let published = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(published.ok(), Some(Published::Mounted));
+        assert_eq!(e.svc.map_sizes().0, 0, "the last user removed it");
+    }
+
+    /// A poisoned lock map used to hand out a fresh lock per call, so two calls on one target
+    /// no longer excluded each other. The map is recovered instead.
+    #[tokio::test]
+    async fn a_poisoned_lock_map_still_serialises() {
+        let e = env(None);
+        let target = e.target(1);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _held = e.svc.inner.locks.lock();
+            panic!("poisoning the lock map on purpose");
+        }));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _held = e.svc.inner.refreshed.lock();
+            panic!("poisoning the refresh map on purpose");
+        }));
+        assert!(e.svc.inner.locks.is_poisoned() && e.svc.inner.refreshed.is_poisoned());
+        let a = e.svc.lock_for(&target);
+        let b = e.svc.lock_for(&target);
+        assert!(Arc::ptr_eq(&a, &b), "one lock per target, poisoned or not");
+        drop((a, b));
+        e.svc.inner.locks.clear_poison();
+        e.svc
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        assert_eq!(e.publish(1).await.ok(), Some(Published::Mounted));
+        assert_eq!(
+            e.svc.map_sizes(),
+            (0, 1),
+            "the poisoned refresh map still records"
+        );
+        assert!(e.unpublish(1).await.is_ok());
+        assert_eq!(e.svc.map_sizes(), (0, 0));
+    }
+
+    /// The publish path's file-system probes (provider socket lookups for the metrics label,
+    /// the target's mtime after a restart) run on the blocking pool: on a current-thread
+    /// runtime none of them may run on the test's own thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn publish_fs_probes_run_on_the_blocking_pool() {
+        let e = env(Some(Duration::from_secs(60)));
+        let before = fs_probes_on_this_thread();
+        assert_eq!(e.publish(1).await.ok(), Some(Published::Mounted));
+        assert!(
+            e.svc.metrics().encode().contains(r#"provider="fake""#),
+            "the socket lookup found the provider"
+        );
+        // As after a driver restart: no refresh time in memory, so the target's mtime decides.
+        e.svc
+            .inner
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        assert_eq!(e.publish(1).await.ok(), Some(Published::RotationSkipped));
+        assert_eq!(fs_probes_on_this_thread(), before);
+        assert!(fs_probes() >= 3);
+        assert!(e.unpublish(1).await.is_ok());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use provider_proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::PublishError;
+use crate::node::{blocking, fs_probe};
 use crate::writer::PayloadFile;
 use sensitive::{SecretBytes, SecretString};
 
@@ -41,6 +42,11 @@ pub trait ProviderClient: Send + Sync + 'static {
     async fn mount(&self, call: MountCall) -> Result<MountOutput, PublishError>;
 }
 
+/// The longest a provider call may take, whatever the caller's deadline: kubelet sends two
+/// minutes, but a `grpc-timeout` header may say up to 99,999,999 hours. Capping keeps the
+/// deadline arithmetic far from `Instant`'s range.
+pub const MAX_MOUNT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Provider names usable as a socket file name: `^[a-zA-Z0-9_-]{0,30}$`.
 pub fn valid_provider_name(name: &str) -> bool {
     name.len() <= 30
@@ -70,25 +76,40 @@ impl GrpcProviderClient {
         }
     }
 
-    fn client(&self, provider: &str) -> Result<CsiDriverProviderClient<Channel>, PublishError> {
+    fn clients(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (PathBuf, CsiDriverProviderClient<Channel>)>>
+    {
+        // The map is only changed by single inserts and removes: still valid after a panic.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The provider's client; the socket files are looked up on the blocking pool.
+    async fn client(
+        &self,
+        provider: &str,
+    ) -> Result<CsiDriverProviderClient<Channel>, PublishError> {
         if !valid_provider_name(provider) || provider.is_empty() {
             return Err(PublishError::InvalidProvider(provider.to_string()));
         }
-        let mut clients = self.clients.lock().map_err(|_| PublishError::Internal {
-            what: "provider connection cache poisoned",
-            source: None,
-        })?;
-        if let Some((sock, client)) = clients.get(provider) {
-            if sock.exists() {
-                return Ok(client.clone());
+        let cached = self.clients().get(provider).cloned();
+        if let Some((sock, client)) = cached {
+            let s = sock.clone();
+            if blocking(move || fs_probe(|| s.exists())).await? {
+                return Ok(client);
             }
-            clients.remove(provider);
+            let mut clients = self.clients();
+            if clients.get(provider).is_some_and(|(p, _)| *p == sock) {
+                clients.remove(provider);
+            }
         }
-        let sock = self
+        let candidates: Vec<PathBuf> = self
             .dirs
             .iter()
             .map(|d| d.join(format!("{provider}.sock")))
-            .find(|p| p.exists())
+            .collect();
+        let sock = blocking(move || fs_probe(|| candidates.into_iter().find(|p| p.exists())))
+            .await?
             .ok_or_else(|| PublishError::ProviderNotFound {
                 provider: provider.to_string(),
                 searched: self
@@ -101,17 +122,19 @@ impl GrpcProviderClient {
         let client = CsiDriverProviderClient::new(unix_channel(&sock))
             .max_decoding_message_size(self.max_recv)
             .max_encoding_message_size(usize::MAX);
-        clients.insert(provider.to_string(), (sock, client.clone()));
+        self.clients()
+            .insert(provider.to_string(), (sock, client.clone()));
         Ok(client)
     }
 
     /// Calls Version on every provider used so far (5 s timeout each), logs the result and
     /// returns (provider, healthy); the same signal as upstream's `--provider-health-check`.
     pub async fn health_check(&self) -> Vec<(String, bool)> {
-        let clients: Vec<(String, CsiDriverProviderClient<Channel>)> = match self.clients.lock() {
-            Ok(c) => c.iter().map(|(k, (_, c))| (k.clone(), c.clone())).collect(),
-            Err(_) => return Vec::new(),
-        };
+        let clients: Vec<(String, CsiDriverProviderClient<Channel>)> = self
+            .clients()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), c.clone()))
+            .collect();
         let mut out = Vec::with_capacity(clients.len());
         for (name, mut client) in clients {
             let mut req = tonic::Request::new(VersionRequest {
@@ -150,7 +173,12 @@ pub fn unix_channel(sock: &Path) -> Channel {
 impl ProviderClient for GrpcProviderClient {
     async fn mount(&self, call: MountCall) -> Result<MountOutput, PublishError> {
         let provider = call.provider.clone();
-        let deadline = Instant::now() + call.timeout;
+        let deadline = Instant::now()
+            .checked_add(call.timeout.min(MAX_MOUNT_TIMEOUT))
+            .ok_or_else(|| PublishError::Internal {
+                what: "the provider call's deadline is out of the clock's range",
+                source: None,
+            })?;
         let request = MountRequest {
             attributes: call.attributes.expose().to_string(),
             secrets: call.secrets.expose().to_string(),
@@ -170,7 +198,7 @@ impl ProviderClient for GrpcProviderClient {
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
-            let mut client = self.client(&provider)?;
+            let mut client = self.client(&provider).await?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(PublishError::Deadline(provider));
@@ -287,5 +315,54 @@ mod tests {
             "{msg}"
         );
         assert_eq!(err.map(|e| e.code()), Some(Code::Unavailable));
+    }
+
+    fn call(timeout: Duration) -> MountCall {
+        MountCall {
+            provider: "azure".into(),
+            attributes: SecretString::new("{}"),
+            secrets: SecretString::new("null"),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_versions: vec![],
+            timeout,
+        }
+    }
+
+    /// `Instant::now() + timeout` panicked ("overflow when adding duration to instant") for a
+    /// timeout past the clock's range; the deadline is now capped and computed with
+    /// `checked_add`, so the call fails for its real reason.
+    #[tokio::test]
+    async fn a_huge_timeout_is_capped_not_a_panic() {
+        let c = GrpcProviderClient::new(vec!["/nonexistent/a".into()], 4 << 20);
+        for timeout in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(99_999_999 * 3600),
+        ] {
+            let err = c.mount(call(timeout)).await.err();
+            assert!(
+                matches!(err, Some(PublishError::ProviderNotFound { .. })),
+                "{timeout:?}: {err:?}"
+            );
+        }
+    }
+
+    /// The socket lookups (`Path::exists` over the provider directories) run on the blocking
+    /// pool, not on the async thread (here the test's own thread, a current-thread runtime).
+    #[tokio::test(flavor = "current_thread")]
+    async fn socket_lookups_run_on_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sock = dir.path().join("azure.sock");
+        std::fs::write(&sock, b"").unwrap_or_else(|e| panic!("{e}"));
+        let c = GrpcProviderClient::new(vec![dir.path().to_path_buf()], 4 << 20);
+        let before = crate::node::tests::fs_probes_on_this_thread();
+        // First lookup (search), then a cached client whose socket is checked again.
+        let mut call = call(Duration::from_millis(200));
+        call.provider = "azure".into();
+        let _ = c.mount(call).await;
+        assert!(c.client("azure").await.is_ok());
+        assert_eq!(crate::node::tests::fs_probes_on_this_thread(), before);
+        assert!(crate::node::tests::fs_probes() >= 2);
     }
 }
