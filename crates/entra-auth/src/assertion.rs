@@ -12,7 +12,7 @@
 //! never a shared token.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -24,8 +24,8 @@ const KEYS_TTL: Duration = Duration::from_secs(600);
 /// After a failed discovery, or a token signed by a key the issuer does not list, the issuer is
 /// not asked again for this long (a bad token cannot make the provider hammer the issuer).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
-/// Largest discovery document or key set read.
-const MAX_BODY: usize = 256 * 1024;
+/// Largest discovery document or key set read (read chunk by chunk, never buffered whole).
+const MAX_BODY: usize = crate::http::MAX_TOKEN_RESPONSE;
 
 /// Issuer, subject and audiences of an assertion whose signature and expiry were checked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -188,7 +188,7 @@ impl AssertionVerifier {
     }
 
     fn cached(&self, issuer: &str, kid: &str) -> Option<Result<JwkSet, VerifyError>> {
-        let map = self.keys.lock().ok()?;
+        let map = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.get(issuer)?;
         let age = entry.fetched.elapsed();
         match &entry.keys {
@@ -217,15 +217,16 @@ impl AssertionVerifier {
         if let Err(reason) = &fetched {
             tracing::warn!(issuer, reason = %reason, "cannot read the issuer's keys; workload-identity tokens of this issuer are not shared for now");
         }
-        if let Ok(mut map) = self.keys.lock() {
-            map.insert(
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
                 issuer.to_owned(),
                 IssuerKeys {
                     fetched: Instant::now(),
                     keys: fetched.clone(),
                 },
             );
-        }
         fetched.map_err(|reason| VerifyError::Keys {
             issuer: issuer.to_owned(),
             reason,
@@ -246,11 +247,11 @@ impl AssertionVerifier {
         if !resp.status().is_success() {
             return Err(format!("{url}: HTTP {}", resp.status().as_u16()));
         }
-        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-        if body.len() > MAX_BODY {
-            return Err(format!("{url}: more than {MAX_BODY} bytes"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+        // The cap used to be checked after the whole body was in memory.
+        let body = crate::http::read_body(resp, MAX_BODY)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_slice(body.expose()).map_err(|e| format!("{url}: {e}"))
     }
 
     async fn fetch_keys(&self, issuer: &str) -> Result<JwkSet, String> {

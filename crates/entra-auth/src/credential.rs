@@ -10,6 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::cloud::Cloud;
+use crate::http::{BodyError, CappedBody, MAX_TOKEN_RESPONSE, read_body};
 use crate::retry::{RetryPolicy, is_retryable_status, retry_after};
 use sensitive::SecretString;
 
@@ -216,11 +217,13 @@ impl TokenResponse {
             self.expires_on.as_ref().and_then(NumOrStr::as_u64),
             self.expires_in.as_ref().and_then(NumOrStr::as_u64),
         ) {
-            (Some(on), _) => UNIX_EPOCH + Duration::from_secs(on),
-            (None, Some(inn)) => now + Duration::from_secs(inn),
-            // Unknown expiry: treat as already expired (never reused), as upstream's NMI path does.
-            (None, None) => now,
-        };
+            (Some(on), _) => UNIX_EPOCH.checked_add(Duration::from_secs(on)),
+            (None, Some(inn)) => now.checked_add(Duration::from_secs(inn)),
+            (None, None) => None,
+        }
+        // Unknown expiry, or one past the clock's range (`SystemTime + Duration` panics there):
+        // treat as already expired (never reused), as upstream's NMI path does.
+        .unwrap_or(now);
         Ok(AccessToken {
             token: SecretString::new(self.access_token),
             expires_on,
@@ -256,10 +259,10 @@ fn entra_reason(body: &[u8], status: u16) -> String {
     }
 }
 
-/// A response that came back (any status).
+/// A response that came back (any status), its body read up to [`MAX_TOKEN_RESPONSE`].
 struct Reply {
     status: u16,
-    body: Vec<u8>,
+    body: CappedBody,
 }
 
 /// Sends with bounded retries on transport errors and retryable statuses.
@@ -277,14 +280,19 @@ async fn send(
                 let status = resp.status().as_u16();
                 let delay = retry_after(resp.headers());
                 if !retry_statuses(status) {
-                    let body = resp.bytes().await.map_err(|e| AuthError::Unavailable {
-                        endpoint: endpoint.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                    return Ok(Reply {
-                        status,
-                        body: body.to_vec(),
-                    });
+                    let body = read_body(resp, MAX_TOKEN_RESPONSE)
+                        .await
+                        .map_err(|e| match e {
+                            BodyError::TooLarge { .. } => AuthError::BadResponse {
+                                endpoint: endpoint.to_owned(),
+                                reason: format!("status {status}: {e}"),
+                            },
+                            BodyError::Transport(reason) => AuthError::Unavailable {
+                                endpoint: endpoint.to_owned(),
+                                reason,
+                            },
+                        })?;
+                    return Ok(Reply { status, body });
                 }
                 (format!("status {status}"), delay)
             }

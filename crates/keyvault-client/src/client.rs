@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
+use entra_auth::http::{BodyError, CappedBody, read_body};
 use entra_auth::retry::{is_retryable_status, retry_after};
 use entra_auth::{AccessToken, BoxFuture, Challenge, RetryPolicy, TokenCredential};
 use tokio::sync::Mutex;
@@ -20,6 +21,12 @@ use crate::{Connector, KeyVault, KvError};
 pub const API_VERSION: &str = "7.4";
 /// Upper bound on `nextLink` pages followed for one listing.
 const MAX_PAGES: usize = 100;
+/// Largest 200 body read: a secret value is at most 25 KiB, and its JSON (or a certificate with
+/// its chain, or a page of versions) stays well below this. A longer body is a bad response, read
+/// no further than the cap.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Largest error body read (only its code and message are used; past this, they are dropped).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// A token is refreshed this long before it expires.
 const TOKEN_SKEW: Duration = Duration::from_secs(120);
 
@@ -259,7 +266,7 @@ impl HttpKeyVault {
     }
 
     /// GET with challenge handling, pacing, timeouts and retries; returns the 200 body.
-    async fn get(&self, operation: &'static str, url: &Url) -> Result<Vec<u8>, KvError> {
+    async fn get(&self, operation: &'static str, url: &Url) -> Result<CappedBody, KvError> {
         let mut bearer = self.cached_token().await;
         let mut gate = None;
         if bearer.is_none() {
@@ -302,7 +309,9 @@ impl HttpKeyVault {
                             let delay = retry_after(resp.headers());
                             p.throttled(delay);
                             let wait = delay.unwrap_or(Duration::ZERO);
-                            if started.elapsed() + wait <= self.options.throttle_budget {
+                            if started.elapsed().saturating_add(wait)
+                                <= self.options.throttle_budget
+                            {
                                 tracing::debug!(vault = %self.base_str, delay_ms = wait.as_millis() as u64, "Key Vault throttled; waiting at the vault's gate");
                                 continue;
                             }
@@ -313,11 +322,14 @@ impl HttpKeyVault {
                     match status {
                         200 => {
                             drop(gate);
-                            return resp
-                                .bytes()
-                                .await
-                                .map(|b| b.to_vec())
-                                .map_err(|e| KvError::Transport(e.to_string()));
+                            return read_body(resp, MAX_RESPONSE_BYTES).await.map_err(
+                                |e| match e {
+                                    BodyError::TooLarge { .. } => KvError::BadResponse(format!(
+                                        "{e} (a Key Vault object's answer is far smaller)"
+                                    )),
+                                    BodyError::Transport(reason) => KvError::Transport(reason),
+                                },
+                            );
                         }
                         401 if !challenged => {
                             challenged = true;
@@ -327,11 +339,11 @@ impl HttpKeyVault {
                         }
                         s if is_retryable_status(s) => {
                             let delay = retry_after(resp.headers());
-                            let body = resp.bytes().await.unwrap_or_default();
+                            let body = error_body(resp).await;
                             (Err((s, body.to_vec(), delay)), delay)
                         }
                         s => {
-                            let body = resp.bytes().await.unwrap_or_default();
+                            let body = error_body(resp).await;
                             let (code, message) = body_error(&body);
                             return Err(match s {
                                 404 => KvError::NotFound { code, message },
@@ -380,6 +392,15 @@ impl HttpKeyVault {
     }
 }
 
+/// An error answer's body, up to [`MAX_ERROR_BYTES`]; empty when longer or unreadable (the
+/// status still classifies the error).
+async fn error_body(resp: reqwest::Response) -> Vec<u8> {
+    read_body(resp, MAX_ERROR_BYTES)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+}
+
 fn transport_reason(e: &reqwest::Error) -> String {
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut deepest = None;
@@ -410,7 +431,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<SecretBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Secret, name, version)?;
-            let body = zeroize::Zeroizing::new(self.get("get_secret", &url).await?);
+            let body = self.get("get_secret", &url).await?;
             let w: WireSecret = parse(&body)?;
             Ok(SecretBundle {
                 id: w.id,
@@ -498,5 +519,142 @@ impl KeyVault for HttpKeyVault {
 
     fn vault_url(&self) -> &str {
         &self.base_str
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use entra_auth::{AuthError, CredentialIdentity};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoCred;
+    impl TokenCredential for NoCred {
+        fn get_token<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<AccessToken, AuthError>> {
+            Box::pin(async { Err(AuthError::NoPodInfo) })
+        }
+        fn identity(&self) -> CredentialIdentity {
+            CredentialIdentity {
+                kind: "test",
+                authority: String::new(),
+                tenant: None,
+                client_id: None,
+                pod: None,
+            }
+        }
+    }
+
+    /// A loopback "vault" answering every request 200 with `head` and then 16 KiB chunks until
+    /// the client hangs up (chunked when `head` says so); counts the body bytes it wrote.
+    async fn endless(status: u16, head: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let sent = counter.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let start = format!("HTTP/1.1 {status} X\r\n{head}\r\n");
+                    if conn.write_all(start.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunked = head.contains("chunked");
+                    let mut frame = Vec::new();
+                    if chunked {
+                        frame.extend_from_slice(b"4000\r\n");
+                    }
+                    frame.extend_from_slice(&[b'"'; 16 * 1024]);
+                    if chunked {
+                        frame.extend_from_slice(b"\r\n");
+                    }
+                    while conn.write_all(&frame).await.is_ok() {
+                        sent.fetch_add(16 * 1024, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    fn vault(addr: SocketAddr) -> HttpKeyVault {
+        let http = entra_auth::build_client(&entra_auth::HttpOptions {
+            system_roots: false,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let base = Url::parse(&format!("http://{addr}/")).unwrap_or_else(|e| panic!("{e}"));
+        HttpKeyVault::new(
+            http,
+            base,
+            Arc::new(NoCred),
+            ClientOptions {
+                call_timeout: Duration::from_secs(5),
+                retry: RetryPolicy::none(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Key Vault answers used to be read whole with `bytes()`: an endless body grew the
+    /// provider's memory until the call timed out. Now reading stops at 1 MiB with a bad
+    /// response, for a chunked body and for one announcing a huge `Content-Length`.
+    #[tokio::test]
+    async fn an_endless_answer_stops_at_the_cap() {
+        for head in [
+            "content-type: application/json\r\ntransfer-encoding: chunked\r\n",
+            "content-type: application/json\r\ncontent-length: 1073741824\r\n",
+        ] {
+            let (addr, sent) = endless(200, head).await;
+            let kv = vault(addr);
+            let e = tokio::time::timeout(Duration::from_secs(20), kv.get_secret("s", ""))
+                .await
+                .unwrap_or_else(|_| panic!("reading an endless answer did not stop"))
+                .err();
+            match &e {
+                Some(KvError::BadResponse(m)) => assert_eq!(
+                    m,
+                    "the response body is over the cap of 1048576 bytes (a Key Vault object's answer is far smaller)"
+                ),
+                other => panic!("{head}: {other:?}"),
+            }
+            assert_eq!(e.map(|e| e.kind()), Some("bad_response"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sent = sent.load(Ordering::Relaxed);
+            assert!(sent < 64 * 1024 * 1024, "{sent} bytes sent");
+        }
+    }
+
+    /// An endless error body is cut at 64 KiB and dropped: the status still classifies.
+    #[tokio::test]
+    async fn an_endless_error_body_keeps_the_status() {
+        let (addr, _) = endless(
+            404,
+            "content-type: application/json\r\ntransfer-encoding: chunked\r\n",
+        )
+        .await;
+        let e = tokio::time::timeout(Duration::from_secs(20), vault(addr).get_key("k", ""))
+            .await
+            .unwrap_or_else(|_| panic!("reading an endless error body did not stop"))
+            .err();
+        assert!(
+            matches!(&e, Some(KvError::NotFound { code, message }) if code.is_empty() && message.is_empty()),
+            "{e:?}"
+        );
     }
 }

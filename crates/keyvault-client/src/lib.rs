@@ -20,6 +20,8 @@
 //!   failed, server error, timeout, transport, bad response.
 //! - `nextLink` is only followed on the vault's own scheme/host/port, so a token never goes to
 //!   another host.
+//! - Bodies are read chunk by chunk under a cap ([`MAX_RESPONSE_BYTES`], 1 MiB; error bodies
+//!   64 KiB): a longer answer is [`KvError::BadResponse`], never buffered whole.
 
 pub mod cache;
 mod client;
@@ -29,7 +31,8 @@ pub mod throttle;
 
 pub use cache::{CacheOptions, CacheStats, CachingConnector, ObjectCache};
 pub use client::{
-    API_VERSION, ClientOptions, HttpConnector, HttpKeyVault, RequestObserver, status_label,
+    API_VERSION, ClientOptions, HttpConnector, HttpKeyVault, MAX_RESPONSE_BYTES, RequestObserver,
+    status_label,
 };
 pub use error::KvError;
 pub use model::{
