@@ -328,10 +328,23 @@ mod tests {
             "--cache-ttl",
             "--keyvault-throttle-budget",
         ] {
-            let v = normalize_args(["p".to_owned(), format!("{flag}=99999999999999999999h")]);
-            let e = Args::try_parse_from(v).unwrap_err().to_string();
-            assert!(e.contains("too large"), "{flag}: {e}");
+            // The example (16 digits of hours: past u64::MAX seconds) and a longer one.
+            for value in ["9999999999999999h", "99999999999999999999h"] {
+                let v = normalize_args(["p".to_owned(), format!("{flag}={value}")]);
+                let e = Args::try_parse_from(v).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("invalid value '{value}' for '{flag} "))
+                        && e.contains("too large")
+                        && e.contains("examples: 30s, 2m"),
+                    "{flag}={value}: {e}"
+                );
+            }
         }
+        // The largest value that fits parses (the Key Vault cache then caps its expiry).
+        assert_eq!(
+            parse(&["--cache-ttl=5124095576030431h"]).cache_ttl,
+            Duration::from_secs(5_124_095_576_030_431 * 3600)
+        );
         let a = parse(&["--cache-ttl=1m30s", "-keyvault-timeout=250ms"]);
         assert_eq!(a.cache_ttl, Duration::from_secs(90));
         assert_eq!(a.keyvault_timeout, Duration::from_millis(250));

@@ -222,12 +222,12 @@ impl Provider {
         } else {
             params.cloud_name.as_str()
         };
-        let cloud =
-            Cloud::resolve(cloud_name, params.cloud_env_file.as_deref()).map_err(|source| {
-                MountError::Cloud {
-                    name: cloud_name.to_owned(),
-                    source,
-                }
+        // `cloudEnvFileName` is read (capped, regular files only) on the blocking pool.
+        let cloud = Cloud::resolve_async(cloud_name, params.cloud_env_file.as_deref())
+            .await
+            .map_err(|source| MountError::Cloud {
+                name: cloud_name.to_owned(),
+                source,
             })?;
         let url = cloud.vault_url(&params.keyvault_name);
         let vault_url =
@@ -477,5 +477,80 @@ impl Provider {
         });
         self.observe("get", spec, kind, t.elapsed());
         result.map_err(|e| Self::object_error(spec, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(env_file: &str) -> MountRequest {
+        let attributes = serde_json::json!({
+            "keyvaultName": "kv1",
+            "tenantId": "t",
+            "csi.storage.k8s.io/pod.name": "web",
+            "csi.storage.k8s.io/pod.namespace": "default",
+            "cloudName": "AzureStackCloud",
+            "cloudEnvFileName": env_file,
+            "objects": "array:\n  - |\n    objectName: s\n    objectType: secret\n",
+        });
+        MountRequest {
+            attributes: attributes.to_string(),
+            secrets: r#"{"clientid":"c","clientsecret":"x"}"#.into(),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        }
+    }
+
+    /// A class naming `/dev/zero` (or a directory, a FIFO, a huge file) as `cloudEnvFileName`
+    /// used to make every mount read it whole, on the async threads, until the provider ran out
+    /// of memory. It is now an invalid-parameter error naming the parameter and the path.
+    #[tokio::test]
+    async fn a_cloud_env_file_that_is_not_a_regular_file_is_refused() {
+        let provider = Provider::new(
+            ProviderConfig {
+                http: HttpOptions {
+                    system_roots: false,
+                    ..HttpOptions::default()
+                },
+                ..ProviderConfig::default()
+            },
+            Metrics::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; 1 << 20]).unwrap_or_else(|e| panic!("{e}"));
+        for (path, says) in [
+            (
+                "/dev/zero".to_owned(),
+                "is a character device, not a regular file",
+            ),
+            (
+                dir.path().display().to_string(),
+                "is a directory, not a regular file",
+            ),
+            (big.display().to_string(), "is larger than 65536 bytes"),
+        ] {
+            let e = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                provider.mount(request(&path)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the mount did not finish"))
+            .err()
+            .unwrap_or_else(|| panic!("{path}: mounted"));
+            assert_eq!(e.kind(), "invalid_parameters");
+            let status = e.to_status();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status
+                    .message()
+                    .contains(&format!("cloudEnvFileName {path} {says}")),
+                "{}",
+                status.message()
+            );
+        }
     }
 }
