@@ -74,13 +74,15 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        // `\ooo` above `\377` is not a byte (u8 arithmetic overflowed on it): kept literally.
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| {
+                let v = d.iter().fold(0u16, |v, b| v * 8 + u16::from(b - b'0'));
+                u8::try_from(v).ok()
+            });
+        if let Some(v) = escaped {
             out.push(v);
             i += 4;
         } else {
@@ -132,6 +134,11 @@ mod tests {
     fn unescapes_octal() {
         assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/a\134b\011"), "/a\\b\t");
+        // Not a byte, or cut short: kept as written (the u8 arithmetic used to overflow).
+        assert_eq!(unescape_mountinfo(r"/a\777\400"), r"/a\777\400");
+        assert_eq!(unescape_mountinfo(r"/a\04"), r"/a\04");
+        assert_eq!(unescape_mountinfo("\\"), "\\");
     }
 
     #[test]

@@ -59,13 +59,22 @@ impl RetryPolicy {
     }
 }
 
+/// The longest server-requested delay [`retry_after`] reports: a larger (or absurd) value is
+/// clamped to this, so callers can add it to a clock reading without overflow. It is far above
+/// any `max_server_delay`, so such a request is still not retried.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Statuses worth retrying (as azcore): 408, 429, 500, 502, 503, 504.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-/// The server-requested delay, if any.
+/// The server-requested delay, if any, at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    requested_delay(headers).map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+fn requested_delay(headers: &HeaderMap) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = headers
             .get(name)
@@ -143,5 +152,28 @@ mod tests {
         );
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// A server may send any number: `Retry-After: 18446744073709551615` used to come back as
+    /// `u64::MAX` seconds, and the Key Vault pacer's `Instant::now() + delay` then panicked.
+    #[test]
+    fn absurd_delays_are_clamped() {
+        for (name, value) in [
+            ("retry-after", "18446744073709551615"),
+            ("retry-after-ms", "18446744073709551615"),
+            ("x-ms-retry-after-ms", "18446744073709551615"),
+            ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            let d = retry_after(&h);
+            assert_eq!(d, Some(MAX_RETRY_AFTER), "{name}: {value}");
+            assert_eq!(RetryPolicy::default().delay(1, d), None, "not retried");
+            assert!(
+                std::time::Instant::now()
+                    .checked_add(MAX_RETRY_AFTER)
+                    .is_some()
+            );
+        }
     }
 }

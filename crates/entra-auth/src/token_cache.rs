@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use sha2::Digest as _;
@@ -152,7 +152,10 @@ impl TokenCache {
 
     /// Number of keys held.
     pub fn len(&self) -> usize {
-        self.slots.lock().map(|s| s.len()).unwrap_or(0)
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether nothing is held.
@@ -174,10 +177,9 @@ impl TokenCache {
     }
 
     fn slot(&self, key: (PrincipalKey, String)) -> Slot {
-        let Ok(mut slots) = self.slots.lock() else {
-            // A poisoned map only loses sharing, never correctness.
-            return Slot::default();
-        };
+        // The map is only changed by single inserts, retains and removes: still valid after a
+        // panic (the workspace's poison policy: recover, never hand out a fresh value).
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = slots.get(&key) {
             return s.clone();
         }

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use entra_auth::{BoxFuture, PrincipalKey, TokenCredential};
@@ -53,6 +53,16 @@ impl CacheOptions {
             max_bytes: 64 << 20,
         }
     }
+}
+
+/// `stored + ttl`; a TTL past the clock's range (`--cache-ttl` takes any Go duration, and
+/// `Instant + Duration` panics on overflow) is held as long as the clock allows, 100 years.
+fn expiry(stored: Instant, ttl: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    stored
+        .checked_add(ttl)
+        .or_else(|| stored.checked_add(CENTURY))
+        .unwrap_or(stored)
 }
 
 /// Counters of an [`ObjectCache`].
@@ -174,16 +184,20 @@ impl ObjectCache {
         }
     }
 
+    /// The table. Poison policy of the workspace: recover it. Every change to it is a single
+    /// insert, remove or counter update, so it is consistent even if a holder panicked.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Entries and approximate bytes held.
     pub fn usage(&self) -> (usize, usize) {
-        self.table
-            .lock()
-            .map(|t| (t.slots.iter().filter(|(_, m)| m.bytes > 0).count(), t.bytes))
-            .unwrap_or((0, 0))
+        let t = self.table();
+        (t.slots.iter().filter(|(_, m)| m.bytes > 0).count(), t.bytes)
     }
 
     fn slot(&self, key: &ObjKey) -> Option<Slot> {
-        let mut t = self.table.lock().ok()?;
+        let mut t = self.table();
         if let Some(m) = t.slots.get(key) {
             return Some(m.slot.clone());
         }
@@ -204,17 +218,14 @@ impl ObjectCache {
 
     fn accepted_recently(&self, principal: &PrincipalKey, vault: &str) -> bool {
         let ttl = self.options.ttl;
-        self.table.lock().is_ok_and(|t| {
-            t.accepted
-                .get(&(principal.clone(), vault.to_owned()))
-                .is_some_and(|at| at.elapsed() < ttl)
-        })
+        self.table()
+            .accepted
+            .get(&(principal.clone(), vault.to_owned()))
+            .is_some_and(|at| at.elapsed() < ttl)
     }
 
     fn record(&self, key: &ObjKey, bytes: usize, stored: Instant, expires: Instant) {
-        let Ok(mut t) = self.table.lock() else {
-            return;
-        };
+        let mut t = self.table();
         t.accepted
             .insert((key.principal.clone(), key.vault.clone()), stored);
         let old = match t.slots.get_mut(key) {
@@ -232,10 +243,9 @@ impl ObjectCache {
     }
 
     fn revoke(&self, key: &ObjKey) {
-        if let Ok(mut t) = self.table.lock() {
-            t.accepted
-                .remove(&(key.principal.clone(), key.vault.clone()));
-        }
+        self.table()
+            .accepted
+            .remove(&(key.principal.clone(), key.vault.clone()));
     }
 
     /// Drops expired entries, then the oldest, until within bounds; never `keep` and never a slot
@@ -304,13 +314,14 @@ impl ObjectCache {
                     _ => self.options.ttl,
                 };
                 let bytes = v.size();
+                let expires = expiry(stored, ttl);
                 *held = Some(Entry {
                     value: v.clone(),
                     stored,
-                    expires: stored + ttl,
+                    expires,
                 });
                 drop(held);
-                self.record(&key, bytes, stored, stored + ttl);
+                self.record(&key, bytes, stored, expires);
                 Ok(v)
             }
             Err(e) => {
@@ -599,6 +610,31 @@ mod tests {
 
     fn text(b: &SecretBundle) -> String {
         String::from_utf8(b.value.as_ref().unwrap().expose().to_vec()).unwrap()
+    }
+
+    /// `--cache-ttl=5124095576030431h` parses (it fits a `Duration`), and the first cached
+    /// answer then panicked in `stored + ttl`. Such a TTL now means "for as long as the clock
+    /// goes"; a poisoned table is recovered, not turned into a cache that never hits.
+    #[tokio::test]
+    async fn a_ttl_past_the_clock_and_a_poisoned_table_still_cache() {
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(5_124_095_576_030_431 * 3600),
+        ] {
+            let (fake, c, url) = setup(CacheOptions::with_ttl(ttl));
+            let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"));
+            let first = text(&kv.get_secret("s", "").await.unwrap());
+            assert_eq!(text(&kv.get_secret("s", "").await.unwrap()), first);
+            assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "{ttl:?}");
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _held = c.cache().table.lock();
+                panic!("poisoning the cache table on purpose");
+            }));
+            assert!(c.cache().table.is_poisoned());
+            assert_eq!(text(&kv.get_secret("s", "").await.unwrap()), first);
+            assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "still a hit");
+            assert_eq!(c.cache().usage().0, 1);
+        }
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use entra_auth::retry::MAX_RETRY_AFTER;
 use tokio::time::Instant;
 
 /// Pacing of the requests of one process to one vault.
@@ -89,7 +90,7 @@ impl Pacer {
         let now = Instant::now();
         let rate = options.rate.max(options.min_rate);
         // A full bucket: the first `burst` slots are due now.
-        let full = Duration::from_secs_f64(f64::from(options.burst.max(1) - 1) / rate);
+        let full = secs_f64(f64::from(options.burst.max(1) - 1) / rate);
         let past = now.checked_sub(full).unwrap_or(now);
         Self {
             options,
@@ -110,12 +111,12 @@ impl Pacer {
     /// Reserves the next slot; returns when it is due.
     fn reserve(&self, now: Instant) -> Instant {
         let mut s = self.lock();
-        let interval = Duration::from_secs_f64(1.0 / s.rate);
+        let interval = secs_f64(1.0 / s.rate);
         // At most `burst` slots may be due at once: the bucket's credit reaches back that far.
-        let credit = interval.mul_f64(f64::from(self.options.burst.max(1) - 1));
+        let credit = secs_f64(interval.as_secs_f64() * f64::from(self.options.burst.max(1) - 1));
         let earliest = now.checked_sub(credit).unwrap_or(now);
         let slot = s.next.max(earliest).max(s.blocked_until);
-        s.next = slot + interval;
+        s.next = later(slot, interval);
         slot
     }
 
@@ -145,7 +146,7 @@ impl Pacer {
     /// gate: the other answers of the same burst say the same thing).
     pub fn throttled(&self, retry_after: Option<Duration>) {
         let now = Instant::now();
-        let until = now + retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        let until = later(now, retry_after.unwrap_or(DEFAULT_RETRY_AFTER));
         let mut s = self.lock();
         if s.blocked_until <= now {
             s.rate = (s.rate / 2.0).max(self.options.min_rate);
@@ -172,6 +173,21 @@ impl Pacer {
     pub fn rate(&self) -> f64 {
         self.lock().rate
     }
+}
+
+/// `secs` seconds as a `Duration`; `Duration::from_secs_f64` panics on infinite, NaN or too large
+/// values (a rate near zero from a library caller), which become `Duration::MAX` (NaN: zero).
+fn secs_f64(secs: f64) -> Duration {
+    if secs.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// `at + d`, at most [`MAX_RETRY_AFTER`] later (a server's `Retry-After` is clamped there too),
+/// never an `Instant` overflow panic.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(MAX_RETRY_AFTER)).unwrap_or(at)
 }
 
 /// What one process shares about one vault across all mounts and credentials.
@@ -238,6 +254,28 @@ mod tests {
             burst,
             min_rate: 1.0,
         }
+    }
+
+    /// `Instant::now() + retry_after` panicked for a `Retry-After` past the clock's range (a
+    /// vault's header, parsed to `u64::MAX` seconds before it was clamped), and
+    /// `Duration::from_secs_f64` for a rate near zero. Both are bounded now.
+    #[tokio::test(start_paused = true)]
+    async fn absurd_delays_and_rates_are_not_a_panic() {
+        let p = Pacer::new(opts(10.0, 5));
+        p.throttled(Some(Duration::MAX));
+        p.throttled(Some(Duration::from_secs(u64::MAX)));
+        let blocked = p.lock().blocked_until;
+        assert!(blocked <= Instant::now() + MAX_RETRY_AFTER);
+        let tiny = Pacer::new(PacingOptions {
+            rate: 1e-300,
+            burst: 4000,
+            min_rate: 0.0,
+        });
+        let slot = tiny.reserve(Instant::now());
+        assert!(tiny.lock().next >= slot);
+        assert_eq!(secs_f64(f64::NAN), Duration::ZERO);
+        assert_eq!(secs_f64(f64::INFINITY), Duration::MAX);
+        assert_eq!(secs_f64(-1.0), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
