@@ -581,7 +581,8 @@ fn ensure_mount_point(mounter: &dyn Mounter, target: &Path) -> Result<bool, Publ
         source,
     };
     if mounter.is_mounted(target).map_err(err)? {
-        if std::fs::read_dir(target).is_ok() {
+        // Without `..data` the first write never finished (the driver was killed in it): redo it.
+        if std::fs::read_dir(target).is_ok() && target.join("..data").symlink_metadata().is_ok() {
             return Ok(true);
         }
         mounter.unmount(target).map_err(err)?;
@@ -690,7 +691,11 @@ impl csi::node_server::Node for NodeService {
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let timeout = grpc_timeout(&request).unwrap_or(self.inner.config.default_timeout);
         let started = Instant::now();
-        let result = self.publish(request.into_inner(), timeout).await;
+        // tonic drops this future at kubelet's deadline; the publish runs on, to finish or undo.
+        let (svc, req) = (self.clone(), request.into_inner());
+        let result = tokio::spawn(async move { svc.publish(req, timeout).await })
+            .await
+            .unwrap_or_else(|e| Err(PublishError::internal("the publish task failed", e)));
         tracing::debug!(
             method = "NodePublishVolume",
             ok = result.is_ok(),

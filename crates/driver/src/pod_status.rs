@@ -3,8 +3,18 @@
 //! Read-compare-write: the object is created when missing, updated (with its resourceVersion,
 //! so concurrent writers conflict instead of overwriting) only when the node label, owner or
 //! status differ, and left alone otherwise. Upstream v1.6 updates it on every publish (#2058).
+//!
+//! The name is `<pod>-<namespace>-<class>`, so every volume of a pod that uses the same class
+//! shares one object with one `targetPath`. A status that names another volume of the same pod
+//! (and the same objects and versions) is therefore left as it is: upstream's last-writer-wins
+//! made the volumes of such a pod, published at once, overwrite each other's `targetPath` and
+//! fail on the conflicts (82 of 160 in issue 14), and rewrote the object at every rotation of
+//! each volume. A conflict (another writer got there first, on create or update) is retried
+//! on a fresh read after a short random pause.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
@@ -48,7 +58,45 @@ fn api_hint(e: &kube::Error) -> &'static str {
 }
 
 /// Conflicting writes tolerated before giving up (the next publish or rotation retries).
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 6;
+
+/// The pause before attempt `n` (1-based) after a conflict: random, up to 20 ms doubling per
+/// attempt, so writers that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let max_ms = 20u64 << attempt.min(5);
+    Duration::from_millis(rand::random_range(0..=max_ms))
+}
+
+/// Whether `a` and `b` are two volumes of the pod `pod_uid` in kubelet's layout
+/// (`<kubelet root>/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount`).
+fn volumes_of_one_pod(a: &str, b: &str, pod_uid: &str) -> bool {
+    let volumes_dir = |t: &str| -> Option<std::path::PathBuf> {
+        let d = Path::new(t).parent()?.parent()?;
+        d.ends_with(
+            Path::new("pods")
+                .join(pod_uid)
+                .join("volumes/kubernetes.io~csi"),
+        )
+        .then(|| d.to_path_buf())
+    };
+    !pod_uid.is_empty() && volumes_dir(a).is_some_and(|d| volumes_dir(b) == Some(d))
+}
+
+/// `have` says what `want` says, or the same for another volume of the same pod.
+fn equivalent(
+    have: &SecretProviderClassPodStatusStatus,
+    want: &SecretProviderClassPodStatusStatus,
+    pod_uid: &str,
+) -> bool {
+    if have == want {
+        return true;
+    }
+    let same_but_target = SecretProviderClassPodStatusStatus {
+        target_path: want.target_path.clone(),
+        ..have.clone()
+    } == *want;
+    same_but_target && volumes_of_one_pod(&have.target_path, &want.target_path, pod_uid)
+}
 
 /// Create or update the pod status; returns the object as stored (its uid is an owner of
 /// synced Secrets for pods without owners).
@@ -85,7 +133,10 @@ pub async fn record(
     };
     let explain = PodStatusError::Api;
 
-    for _attempt in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
         match api.get_opt(&name).await.map_err(explain)? {
             None => {
                 let mut obj =
@@ -103,6 +154,7 @@ pub async fn record(
                 obj.status = Some(status.clone());
                 match api.create(&PostParams::default(), &obj).await {
                     Ok(created) => return Ok((created, Written::Created)),
+                    // AlreadyExists: another volume of the pod created it; read it again.
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
                     Err(e) => return Err(explain(e)),
                 }
@@ -114,7 +166,10 @@ pub async fn record(
                     .map(String::as_str)
                     == Some(node_id);
                 let owner_ok = existing.owner_references() == std::slice::from_ref(&owner);
-                let status_ok = existing.status.as_ref() == Some(&status);
+                let status_ok = existing
+                    .status
+                    .as_ref()
+                    .is_some_and(|have| equivalent(have, &status, &vc.pod_uid));
                 if label_ok && owner_ok && status_ok {
                     return Ok((existing, Written::Unchanged));
                 }
@@ -136,4 +191,56 @@ pub async fn record(
         name,
         attempts: ATTEMPTS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(target: &str, version: &str) -> SecretProviderClassPodStatusStatus {
+        SecretProviderClassPodStatusStatus {
+            pod_name: "web".into(),
+            secret_provider_class_name: "kv".into(),
+            mounted: true,
+            target_path: target.into(),
+            objects: vec![SecretProviderClassObject {
+                id: "secret/foo".into(),
+                version: version.into(),
+            }],
+        }
+    }
+
+    const V1: &str = "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/a/mount";
+    const V2: &str = "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/b/mount";
+
+    #[test]
+    fn another_volume_of_the_same_pod_is_the_same_status() {
+        assert!(equivalent(&status(V1, "1"), &status(V1, "1"), "uid-1"));
+        assert!(equivalent(&status(V1, "1"), &status(V2, "1"), "uid-1"));
+        // Different versions, another pod's volume, another kubelet root, not kubelet's layout.
+        assert!(!equivalent(&status(V1, "1"), &status(V2, "2"), "uid-1"));
+        assert!(!equivalent(&status(V1, "1"), &status(V2, "1"), "uid-2"));
+        let other_root = V1.replace("/var/lib/kubelet", "/other");
+        assert!(!equivalent(
+            &status(&other_root, "1"),
+            &status(V2, "1"),
+            "uid-1"
+        ));
+        assert!(!equivalent(
+            &status("/elsewhere", "1"),
+            &status(V2, "1"),
+            "uid-1"
+        ));
+        assert!(!equivalent(&status(V1, "1"), &status(V2, "1"), ""));
+        let mut unmounted = status(V1, "1");
+        unmounted.mounted = false;
+        assert!(!equivalent(&unmounted, &status(V2, "1"), "uid-1"));
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for attempt in 1..10 {
+            assert!(backoff(attempt) <= Duration::from_millis(640));
+        }
+    }
 }

@@ -266,11 +266,17 @@ fn map_status(provider: &str, s: &Status) -> PublishError {
     if s.code() == Code::DeadlineExceeded || s.code() == Code::Cancelled {
         return PublishError::Deadline(provider.into());
     }
+    // The connection broke under the call (the provider died): UNAVAILABLE, as grpc-go says.
+    let broken = std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>());
     // Provider messages are the provider's own error text (Key Vault errors, auth failures);
     // they are logged by providers too and carry no request attributes.
     PublishError::ProviderCall {
         provider: provider.into(),
-        code: s.code(),
+        code: if broken && s.code() == Code::Unknown {
+            Code::Unavailable
+        } else {
+            s.code()
+        },
         message: message.into(),
     }
 }

@@ -8,6 +8,13 @@
 //!
 //! Readers see either the old or the new payload, never a mix. Nothing is written when every
 //! file has the same bytes and mode as the current payload and no file disappeared.
+//!
+//! A writer killed part way (the driver's process killed, the node's power kept) leaves the
+//! visible payload whole, old or new: the top-level links of new names are created before the
+//! `..data` swap and dangle until it, the links of names that went away are removed after it.
+//! What it leaves behind (a half-filled timestamped directory, `..data_tmp`, the old payload
+//! directory, dangling links) is removed by the next write of the same target, even one that
+//! finds the contents unchanged. One writer per target at a time (the driver locks per target).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -116,6 +123,11 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err("readlink", &target.join(DATA_DIR))(e)),
     };
+    let new_top: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| f.path.split('/').next())
+        .collect();
+    remove_leftovers(target, old_dir.as_deref(), &new_top)?;
     let old_files = match &old_dir {
         Some(d) => list_files(&target.join(d))?,
         None => BTreeMap::new(),
@@ -127,6 +139,9 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
         .collect();
 
     if old_dir.is_some() && removed.is_empty() && !changed(target, old_dir.as_deref(), files)? {
+        // Unchanged; a writer killed before creating every link cannot have swapped `..data`,
+        // but a link removed by hand (or by a legacy cleanup) is put back.
+        create_links(target, &new_top)?;
         return Ok(false);
     }
 
@@ -155,46 +170,27 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", &path))?;
         }
-        // User-visible top-level symlinks.
-        let top: BTreeSet<&str> = files
-            .iter()
-            .filter_map(|f| f.path.split('/').next())
-            .collect();
-        for name in &top {
-            let link = target.join(name);
-            match std::fs::symlink_metadata(&link) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::os::unix::fs::symlink(Path::new(DATA_DIR).join(name), &link)
-                        .map_err(io_err("symlink", &link))?;
-                }
-                Err(e) => return Err(io_err("lstat", &link)(e)),
-            }
-        }
+        // User-visible top-level symlinks: a new name dangles until the swap below.
+        create_links(target, &new_top)?;
         let tmp = target.join(DATA_DIR_TMP);
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&ts_name, &tmp).map_err(io_err("symlink", &tmp))?;
-        std::fs::rename(&tmp, target.join(DATA_DIR)).map_err(io_err("rename", &tmp))?;
-        Ok(top
-            .into_iter()
-            .map(str::to_string)
-            .collect::<BTreeSet<String>>())
+        std::fs::rename(&tmp, target.join(DATA_DIR)).map_err(io_err("rename", &tmp))
     })();
-    let top = match result {
-        Ok(top) => top,
-        Err(e) => {
-            // Nothing half-written stays behind; the old payload is still the visible one.
-            let _ = std::fs::remove_dir_all(&ts_dir);
-            return Err(e);
-        }
-    };
+    if let Err(e) = result {
+        // Nothing half-written stays behind (the new directory, `..data_tmp`, links of new
+        // names); the old payload is still the visible one.
+        let _ = std::fs::remove_dir_all(&ts_dir);
+        let _ = remove_leftovers(target, old_dir.as_deref(), &BTreeSet::new());
+        return Err(e);
+    }
 
     // Old top-level names no longer present.
     let old_top: BTreeSet<&str> = old_files
         .keys()
         .filter_map(|p| p.split('/').next())
         .collect();
-    for name in old_top.into_iter().filter(|n| !top.contains(*n)) {
+    for name in old_top.into_iter().filter(|n| !new_top.contains(*n)) {
         let link = target.join(name);
         if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
             std::fs::remove_file(&link).map_err(io_err("remove", &link))?;
@@ -205,6 +201,58 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
         std::fs::remove_dir_all(&old).map_err(io_err("remove", &old))?;
     }
     Ok(true)
+}
+
+/// `<target>/<name> -> ..data/<name>` for each top-level name that has no entry yet.
+fn create_links(target: &Path, top: &BTreeSet<&str>) -> Result<(), WriteError> {
+    for name in top {
+        let link = target.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::os::unix::fs::symlink(Path::new(DATA_DIR).join(name), &link)
+                    .map_err(io_err("symlink", &link))?;
+            }
+            Err(e) => return Err(io_err("lstat", &link)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// What a writer killed part way left in `target`: `..data_tmp`, timestamped directories other
+/// than the one `..data` names (half filled, or the previous payload not yet removed), and our
+/// links that dangle and are not part of the payload being written. Links that still resolve
+/// are left for after the swap, so the visible payload stays whole.
+fn remove_leftovers(
+    target: &Path,
+    current: Option<&Path>,
+    new_top: &BTreeSet<&str>,
+) -> Result<(), WriteError> {
+    let entries = match std::fs::read_dir(target) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("readdir", target)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("readdir", target))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        let ft = entry.file_type().map_err(io_err("lstat", &path))?;
+        if name == DATA_DIR_TMP {
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        } else if name.starts_with("..20") && ft.is_dir() {
+            if current != Some(Path::new(name)) {
+                std::fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            }
+        } else if !name.starts_with("..") && ft.is_symlink() && !new_top.contains(name) {
+            let ours = std::fs::read_link(&path).is_ok_and(|l| l == Path::new(DATA_DIR).join(name));
+            if ours && std::fs::metadata(&path).is_err() {
+                std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn changed(
@@ -414,6 +462,40 @@ mod tests {
 
         let read = read_mounted_files(t)?;
         assert_eq!(read.keys().collect::<Vec<_>>(), ["foo"]);
+        Ok(())
+    }
+
+    #[test]
+    fn debris_of_a_killed_writer_goes_at_the_next_write_even_if_unchanged() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let t = dir.path();
+        let files = vec![file("foo", 0o644, "x")];
+        assert!(write_payload(t, &files)?);
+        let data = std::fs::read_link(t.join("..data"))?;
+        // A writer killed before its swap: a half-filled directory, `..data_tmp`, the link of a
+        // new name (dangling); and a link removed by hand.
+        std::fs::create_dir(t.join("..2026_01_01_00_00_00.7"))?;
+        std::fs::write(t.join("..2026_01_01_00_00_00.7/foo"), "half")?;
+        std::os::unix::fs::symlink("..2026_01_01_00_00_00.7", t.join("..data_tmp"))?;
+        std::os::unix::fs::symlink("..data/new", t.join("new"))?;
+        std::fs::remove_file(t.join("foo"))?;
+        // A file of the user's (not our link) is not touched.
+        std::os::unix::fs::symlink("elsewhere", t.join("mine"))?;
+
+        assert!(!write_payload(t, &files)?, "contents unchanged");
+        let mut names: Vec<String> = std::fs::read_dir(t)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        let mut want = vec![
+            "..data".to_string(),
+            data.display().to_string(),
+            "foo".into(),
+            "mine".into(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(std::fs::read_to_string(t.join("foo"))?, "x");
         Ok(())
     }
 
