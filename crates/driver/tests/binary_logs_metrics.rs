@@ -1,6 +1,6 @@
 //! The binary with trace-level JSON logs: a publish carrying a service-account token,
-//! nodePublishSecretRef data and secret file contents leaves none of them in the log, and
-//! `/metrics` serves upstream's metric names.
+//! nodePublishSecretRef data and secret file contents (canaries) leaves none of them in the log,
+//! the metrics or an error message, and `/metrics` serves upstream's metric names.
 
 mod common;
 
@@ -8,23 +8,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Behaviour, FakeProvider, MountGuard, kubelet_context, kubelet_target, publish_request,
+    Behaviour, FakeProvider, MountGuard, assert_no_canary, canary, kubelet_context, kubelet_target,
+    publish_request,
 };
 use csi_proto::v1 as csi;
 use test_support::ChildGuard;
 
-const TOKEN: &str = "SENTINEL-TOKEN-6f1d";
-const NPSR: &str = "SENTINEL-NPSR-93aa";
-const CONTENT: &str = "SENTINEL-CONTENT-12be";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
+    let (token, npsr, content) = (canary(), canary(), canary());
     let dir = tempfile::tempdir()?;
     let providers = dir.path().join("providers");
     std::fs::create_dir_all(&providers)?;
     let fake = FakeProvider::start(&providers, "fake").await?;
     fake.state.set(Behaviour::Files(
-        vec![("foo".into(), 0o644, CONTENT.as_bytes().to_vec())],
+        vec![("foo".into(), 0o644, content.as_bytes().to_vec())],
         vec![("secret/foo".into(), "1".into())],
     ));
     let classes = dir.path().join("classes.yaml");
@@ -62,14 +60,14 @@ async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
     let target = kubelet_target(dir.path(), "uid-l", "secrets");
     let _g = MountGuard(vec![target.clone()]);
     let tokens = format!(
-        r#"{{"api://AzureADTokenExchange":{{"token":"{TOKEN}","expirationTimestamp":"2099-01-01T00:00:00Z"}}}}"#
+        r#"{{"api://AzureADTokenExchange":{{"token":"{token}","expirationTimestamp":"2099-01-01T00:00:00Z"}}}}"#
     );
     let mut req = publish_request(
         "csi-l",
         &target,
         kubelet_context("kv", "web", "default", "uid-l", "default", Some(&tokens)),
     );
-    req.secrets.insert("clientsecret".into(), NPSR.into());
+    req.secrets.insert("clientsecret".into(), npsr.clone());
     node.node_publish_volume(req.clone()).await?;
     // A failing publish too (provider error), so error paths are logged as well.
     fake.state.set(Behaviour::ErrorCode("Boom".into()));
@@ -77,7 +75,14 @@ async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
     let _g2 = MountGuard(vec![target2.clone()]);
     let mut req2 = req.clone();
     req2.target_path = target2.display().to_string();
-    assert!(node.node_publish_volume(req2).await.is_err());
+    let failed = node.node_publish_volume(req2).await.err();
+    assert_no_canary(
+        "an error message",
+        failed
+            .as_ref()
+            .map(tonic::Status::message)
+            .ok_or_else(|| anyhow::anyhow!("the failing publish succeeded"))?,
+    );
     node.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
         volume_id: "csi-l".into(),
         target_path: target.display().to_string(),
@@ -92,6 +97,7 @@ async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
+    assert_no_canary("/metrics", &body);
 
     driver.stop(Duration::from_secs(5));
     let text = std::fs::read_to_string(&log)?;
@@ -105,12 +111,7 @@ async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
             .all(|l| l.trim_start().starts_with('{')),
         "JSON lines:\n{text}"
     );
-    for sentinel in [TOKEN, NPSR, CONTENT] {
-        assert!(
-            !text.contains(sentinel),
-            "{sentinel} leaked into the log:\n{text}"
-        );
-    }
+    assert_no_canary("the driver's log", &text);
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The driver against a real kube-apiserver (etcd + kube-apiserver on loopback, from
 //! test-support), running under its own ServiceAccount bound to deploy/rbac.yaml, driven by a
 //! kubelet-shaped harness over the CSI unix socket. The provider is a fake on a unix socket
-//! (end to end with the real Azure provider comes from the e2e crate).
+//! (end to end with the real Azure provider comes from the e2e crate). Secret values are
+//! canaries, and no log line, Event, metric or error message may carry one.
 
 mod common;
 
@@ -12,8 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use common::cluster::{apply_rbac, start_control_plane};
 use common::{
-    Behaviour, FakeProvider, MountGuard, is_root, kubelet_context, kubelet_target, publish_request,
+    Behaviour, FakeProvider, MountGuard, assert_no_canary, canary, is_root, kubelet_context,
+    kubelet_target, logs, publish_request,
 };
 use csi_proto::v1 as csi;
 use driver::config::Endpoint;
@@ -23,9 +26,8 @@ use driver::{
     TmpfsMounter,
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use secrets_store_api::v1::{SecretProviderClass, SecretProviderClassPodStatus};
@@ -40,56 +42,9 @@ struct Harness {
     fake: FakeProvider,
     sock: PathBuf,
     node: csi::node_client::NodeClient<tonic::transport::Channel>,
+    svc: NodeService,
     _server: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start_control_plane() -> anyhow::Result<Option<ControlPlane>> {
-    let Some(cp) = ControlPlane::start().await else {
-        return Ok(None);
-    };
-    let cp = cp?;
-    let root = test_support::project_root();
-    for f in [
-        "secrets-store.csi.x-k8s.io_secretproviderclasses.yaml",
-        "secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses.yaml",
-    ] {
-        cp.apply_crd_yaml(&std::fs::read_to_string(root.join("deploy/crds").join(f))?)
-            .await?;
-    }
-    Ok(Some(cp))
-}
-
-/// Applies deploy/rbac.yaml (ServiceAccount, ClusterRoles, ClusterRoleBindings) as shipped.
-async fn apply_rbac(cp: &ControlPlane, yaml: &str) -> anyhow::Result<()> {
-    cp.create_namespace("kube-system").await?;
-    let client = cp.client();
-    for doc in serde_saphyr::from_multiple::<serde_json::Value>(yaml)? {
-        let pp = PostParams::default();
-        match doc["kind"].as_str().unwrap_or_default() {
-            "ServiceAccount" => {
-                let sa: ServiceAccount = serde_json::from_value(doc)?;
-                Api::<ServiceAccount>::namespaced(
-                    client.clone(),
-                    sa.metadata.namespace.as_deref().unwrap_or("default"),
-                )
-                .create(&pp, &sa)
-                .await?;
-            }
-            "ClusterRole" => {
-                Api::<ClusterRole>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(doc)?)
-                    .await?;
-            }
-            "ClusterRoleBinding" => {
-                Api::<ClusterRoleBinding>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(doc)?)
-                    .await?;
-            }
-            other => anyhow::bail!("unexpected kind {other} in rbac yaml"),
-        }
-    }
-    Ok(())
 }
 
 /// The driver, as `system:serviceaccount:kube-system:<sa>`, serving CSI on a unix socket.
@@ -121,11 +76,12 @@ async fn harness(
         Some(KubeSinks::new(client, NODE)),
         Arc::new(Metrics::new()),
     );
+    let served = svc.clone();
     let sock = dir.path().join("csi.sock");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let endpoint = Endpoint::Unix(sock.clone());
     let server = tokio::spawn(async move {
-        let _ = driver::server::serve(svc, &endpoint, async {
+        let _ = driver::server::serve(served, &endpoint, async {
             let _ = stopped.await;
         })
         .await;
@@ -143,6 +99,7 @@ async fn harness(
         fake,
         sock,
         node,
+        svc,
         _server: server,
         _stop: stop,
     })
@@ -262,10 +219,22 @@ fn mtime(p: &Path) -> anyhow::Result<(i64, i64)> {
     Ok((m.mtime(), m.mtime_nsec()))
 }
 
-async fn publish(h: &mut Harness, req: csi::NodePublishVolumeRequest) -> Result<(), tonic::Status> {
+/// NodePublishVolume over the socket with a nodePublishSecretRef canary; an error message
+/// must not carry a canary.
+async fn publish(
+    h: &mut Harness,
+    mut req: csi::NodePublishVolumeRequest,
+) -> Result<(), tonic::Status> {
+    req.secrets
+        .entry("clientsecret".into())
+        .or_insert_with(canary);
     let mut r = tonic::Request::new(req);
     r.set_timeout(Duration::from_secs(30));
-    h.node.node_publish_volume(r).await.map(|_| ())
+    let out = h.node.node_publish_volume(r).await.map(|_| ());
+    if let Err(s) = &out {
+        assert_no_canary("an error message", s.message());
+    }
+    out
 }
 
 async fn events_for(cp: &ControlPlane, ns: &str, pod: &str) -> anyhow::Result<Vec<Event>> {
@@ -281,6 +250,7 @@ async fn events_for(cp: &ControlPlane, ns: &str, pod: &str) -> anyhow::Result<Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let Some(cp) = start_control_plane().await? else {
         return Ok(());
     };
@@ -295,21 +265,23 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
     let (pod, rs) = create_pod(&h.cp, ns, "web-1", "kv").await?;
     create_class(&h.cp, ns).await?;
     let tls = tls_bundle()?;
-    h.fake.state.set(provider_files("alice", "v1", &tls));
+    let (alice, bob) = (canary(), canary());
+    h.fake.state.set(provider_files(&alice, "v1", &tls));
 
     let tokens = kubelet_tokens(&h.cp, ns).await?;
     let uid = pod.uid().unwrap_or_default();
     let target = kubelet_target(h.dir.path(), &uid, "secrets");
     let _g = MountGuard(vec![target.clone()]);
-    let req = publish_request(
+    let mut req = publish_request(
         "csi-abc",
         &target,
         kubelet_context("kv", "web-1", ns, &uid, "web-sa", Some(&tokens)),
     );
+    req.secrets.insert("clientsecret".into(), canary());
     publish(&mut h, req.clone()).await?;
 
     // Files, and the apiserver-minted token forwarded to the provider.
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "alice");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, alice);
     let seen = h.fake.state.seen();
     let attrs: BTreeMap<String, String> = serde_json::from_str(&seen[0].attributes)?;
     let sent: serde_json::Value =
@@ -388,7 +360,7 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
         );
     }
     let opaque = secrets.get("opaque-s").await?;
-    assert_eq!(data(&opaque, "username"), b"alice");
+    assert_eq!(data(&opaque, "username"), alice.as_bytes());
     assert_eq!(
         opaque.labels().get("environment").map(String::as_str),
         Some("test")
@@ -419,10 +391,7 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
         "{events:?}"
     );
     for e in &events {
-        assert!(
-            !e.note.as_deref().unwrap_or_default().contains("alice"),
-            "no secret value in events"
-        );
+        assert_no_canary("an Event", e.note.as_deref().unwrap_or_default());
     }
 
     // Republish within the interval: nothing happens.
@@ -465,12 +434,12 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
     assert_eq!(std::fs::read_link(target.join("..data"))?, data_link);
 
     // New version in the store: files, Secret and pod status change after the next republish.
-    h.fake.state.set(provider_files("bob", "v2", &tls));
+    h.fake.state.set(provider_files(&bob, "v2", &tls));
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
     publish(&mut h, req.clone()).await?;
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "bob");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, bob);
     let opaque2 = secrets.get("opaque-s").await?;
-    assert_eq!(data(&opaque2, "username"), b"bob");
+    assert_eq!(data(&opaque2, "username"), bob.as_bytes());
     assert_ne!(opaque2.resource_version(), opaque_rv);
     assert_eq!(
         secrets.get("tls-s").await?.resource_version(),
@@ -499,11 +468,17 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
     node.node_unpublish_volume(un).await?;
     assert!(!target.exists());
     assert!(h.sock.exists(), "server still up");
+    for e in &events_for(&h.cp, ns, "web-1").await? {
+        assert_no_canary("an Event", e.note.as_deref().unwrap_or_default());
+    }
+    assert_no_canary("the metrics", &h.svc.metrics().encode());
+    logs.assert_no_canary();
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let Some(cp) = start_control_plane().await? else {
         return Ok(());
     };
@@ -541,8 +516,9 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     Api::<secrets_store_api::v1alpha1::SecretProviderClass>::namespaced(h.cp.client(), ns)
         .create(&PostParams::default(), &alpha)
         .await?;
+    let old = canary();
     h.fake.state.set(Behaviour::Files(
-        vec![("foo".into(), 0o644, b"old".to_vec())],
+        vec![("foo".into(), 0o644, old.clone().into_bytes())],
         vec![("secret/foo".into(), "1".into())],
     ));
     // A pod status left by another node (a StatefulSet pod that moved) is taken over.
@@ -575,7 +551,7 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         ),
     )
     .await?;
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "old");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, old);
     let spcps = Api::<SecretProviderClassPodStatus>::namespaced(h.cp.client(), ns)
         .get("old-1-legacy-kv-alpha")
         .await?;
@@ -661,6 +637,7 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     assert!(err.is_some_and(|e| e.message().contains("spec.provider is not set")));
 
     // The same publish under an identity without `get` on secretproviderclasses.
+    let h_svc = h.svc.clone();
     let mut weak_h = harness(h.cp, "weak-driver", None).await?;
     let target3 = kubelet_target(weak_h.dir.path(), &uid, "secrets");
     let _g3 = MountGuard(vec![target3.clone()]);
@@ -678,10 +655,17 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         .as_ref()
         .map(|e| e.message().to_string())
         .unwrap_or_default();
-    assert_eq!(err.map(|e| e.code()), Some(tonic::Code::Unavailable));
+    assert_eq!(err.map(|e| e.code()), Some(tonic::Code::PermissionDenied));
     assert!(
         msg.contains("forbidden") && msg.contains("`get` on secretproviderclasses"),
         "{msg}"
     );
+    for e in &events_for(&weak_h.cp, ns, "old-1").await? {
+        assert_no_canary("an Event", e.note.as_deref().unwrap_or_default());
+    }
+    for svc in [&h_svc, &weak_h.svc] {
+        assert_no_canary("the metrics", &svc.metrics().encode());
+    }
+    logs.assert_no_canary();
     Ok(())
 }

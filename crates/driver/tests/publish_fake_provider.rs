@@ -1,6 +1,7 @@
 //! NodePublishVolume / NodeUnpublishVolume end to end through the real gRPC provider client
 //! and a fake provider on a unix socket (failure injection), with the class from a file. As
-//! root the target is a real tmpfs.
+//! root the target is a real tmpfs. File contents, tokens and nodePublishSecretRef values are
+//! canaries, and no log line, metric or error message may carry one.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Behaviour, FakeProvider, MountGuard, is_root, kubelet_context, kubelet_target, publish_request,
+    Behaviour, FakeProvider, MountGuard, assert_no_canary, canary, is_root, kubelet_context,
+    kubelet_target, logs, publish_request,
 };
 use driver::metrics::Metrics;
 use driver::node::Published;
@@ -106,19 +108,24 @@ const T: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn publish_writes_files_and_sends_upstream_request() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let e = env(None, 4 << 20).await?;
-    e.fake.state.set(files("secret", "v1"));
+    let secret = canary();
+    e.fake.state.set(files(&secret, "v1"));
     let target = kubelet_target(&e.root, "uid-1", "secrets");
     let _g = MountGuard(vec![target.clone()]);
-    let tokens = r#"{"api://AzureADTokenExchange":{"token":"tok","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
-    let ctx = kubelet_context("kv", "web", "default", "uid-1", "default", Some(tokens));
+    let tokens = format!(
+        r#"{{"api://AzureADTokenExchange":{{"token":"{}","expirationTimestamp":"2030-01-01T00:00:00Z"}}}}"#,
+        canary()
+    );
+    let ctx = kubelet_context("kv", "web", "default", "uid-1", "default", Some(&tokens));
     let out = e
         .svc
         .publish(publish_request("csi-1", &target, ctx.clone()), T)
         .await?;
     assert_eq!(out, Published::Mounted);
 
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "secret");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, secret);
     assert_eq!(std::fs::read_to_string(target.join("dir/bar"))?, "bar");
     assert_eq!(
         std::fs::metadata(target.join("dir/bar"))?.mode() & 0o777,
@@ -166,13 +173,16 @@ async fn publish_writes_files_and_sends_upstream_request() -> anyhow::Result<()>
         text.contains(r#"node_publish_total{provider="fake""#),
         "{text}"
     );
+    assert_no_canary("the metrics", &text);
+    logs.assert_no_canary();
     Ok(())
 }
 
 #[tokio::test]
 async fn node_publish_secrets_are_forwarded_as_json() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let e = env(None, 4 << 20).await?;
-    e.fake.state.set(files("s", "v1"));
+    e.fake.state.set(files(&canary(), "v1"));
     let target = kubelet_target(&e.root, "uid-2", "secrets");
     let _g = MountGuard(vec![target.clone()]);
     let mut req = publish_request(
@@ -180,15 +190,19 @@ async fn node_publish_secrets_are_forwarded_as_json() -> anyhow::Result<()> {
         &target,
         kubelet_context("kv", "web", "default", "uid-2", "default", None),
     );
-    req.secrets.insert("clientid".into(), "id".into());
-    req.secrets.insert("clientsecret".into(), "pw".into());
+    let client_secret = canary();
+    req.secrets.insert("clientid".into(), canary());
+    req.secrets
+        .insert("clientsecret".into(), client_secret.clone());
     e.svc.publish(req, T).await?;
     let seen = e.fake.state.seen();
     let secrets: BTreeMap<String, String> = serde_json::from_str(&seen[0].secrets)?;
-    assert_eq!(secrets["clientsecret"], "pw");
+    assert_eq!(secrets["clientsecret"], client_secret);
     e.svc
         .unpublish("csi-2", &target.display().to_string())
         .await?;
+    assert_no_canary("the metrics", &e.svc.metrics().encode());
+    logs.assert_no_canary();
     Ok(())
 }
 
@@ -196,19 +210,15 @@ async fn expect_failure(e: &Env, class: &str, code: Code, needle: &str) -> anyho
     let target = kubelet_target(&e.root, "uid-f", class);
     let _g = MountGuard(vec![target.clone()]);
     let ctx = kubelet_context(class, "web", "default", "uid-f", "default", None);
-    let err = e
-        .svc
-        .publish(
-            publish_request("csi-f", &target, ctx),
-            Duration::from_secs(2),
-        )
-        .await
-        .err();
+    let mut req = publish_request("csi-f", &target, ctx);
+    req.secrets.insert("clientsecret".into(), canary());
+    let err = e.svc.publish(req, Duration::from_secs(2)).await.err();
     let Some(err) = err else {
         anyhow::bail!("publish of {class} should fail")
     };
     // What kubelet and the Event show: the message with every cause.
     let shown = err.render();
+    assert_no_canary("an error message", &shown);
     assert_eq!(err.code(), code, "{shown}");
     assert!(shown.contains(needle), "{shown} should mention {needle:?}");
     assert!(
@@ -224,6 +234,7 @@ async fn expect_failure(e: &Env, class: &str, code: Code, needle: &str) -> anyho
 
 #[tokio::test]
 async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let e = env(None, 4 << 20).await?;
     // Provider socket missing.
     expect_failure(&e, "missing-provider", Code::Unavailable, "nothere.sock").await?;
@@ -247,7 +258,7 @@ async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
     );
     // Traversal in a provider path.
     e.fake.state.set(Behaviour::Files(
-        vec![("../x".into(), 0o644, b"x".to_vec())],
+        vec![("../x".into(), 0o644, canary().into_bytes())],
         vec![("a".into(), "1".into())],
     ));
     expect_failure(&e, "kv", Code::Internal, "must not contain '..'").await?;
@@ -257,6 +268,8 @@ async fn failure_modes_clean_up_and_explain() -> anyhow::Result<()> {
         text.contains(r#"provider="unknown""#),
         "unknown providers are one label value: {text}"
     );
+    assert_no_canary("the metrics", &text);
+    logs.assert_no_canary();
     Ok(())
 }
 
@@ -315,9 +328,11 @@ fn mtime(p: &Path) -> anyhow::Result<(i64, i64)> {
 
 #[tokio::test]
 async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyhow::Result<()> {
+    let logs = logs::capture();
     let interval = Duration::from_millis(300);
     let e = env(Some(interval), 4 << 20).await?;
-    e.fake.state.set(files("v1-content", "v1"));
+    let (v1, v2) = (canary(), canary());
+    e.fake.state.set(files(&v1, "v1"));
     let target = kubelet_target(&e.root, "uid-r", "secrets");
     let _g = MountGuard(vec![target.clone()]);
     let ctx = kubelet_context("kv", "web", "default", "uid-r", "default", None);
@@ -342,18 +357,18 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
 
     // New version: files change.
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
-    e.fake.state.set(files("v2-content", "v2"));
+    e.fake.state.set(files(&v2, "v2"));
     assert_eq!(
         e.svc.publish(req(), T).await?,
         Published::Refreshed { changed: true }
     );
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, v2);
 
     // Provider fails: the last good files stay, the call succeeds (kubelet #121271), metric.
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
     e.fake.state.set(Behaviour::ErrorCode("Throttled".into()));
     assert_eq!(e.svc.publish(req(), T).await?, Published::RefreshFailed);
-    assert_eq!(std::fs::read_to_string(target.join("foo"))?, "v2-content");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, v2);
     let text = e.svc.metrics().encode();
     assert!(text.contains("rotation_reconcile_error_total{"), "{text}");
     assert!(
@@ -366,6 +381,8 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
     e.svc
         .unpublish("csi-r", &target.display().to_string())
         .await?;
+    assert_no_canary("the metrics", &e.svc.metrics().encode());
+    logs.assert_no_canary();
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub enum Behaviour {
     Slow(Duration),
     NoVersions,
     Oversized(usize),
+    /// The inner answer, after a pause (a provider still working when something else fails).
+    Delayed(Duration, Box<Behaviour>),
 }
 
 /// One Mount as the provider saw it.
@@ -99,7 +101,14 @@ impl CsiDriverProvider for FakeState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let resp = match b.unwrap_or(Behaviour::NoVersions) {
+        let b = match b.unwrap_or(Behaviour::NoVersions) {
+            Behaviour::Delayed(pause, inner) => {
+                tokio::time::sleep(pause).await;
+                *inner
+            }
+            other => other,
+        };
+        let resp = match b {
             Behaviour::Files(files, versions) => MountResponse {
                 files: files
                     .into_iter()
@@ -131,6 +140,9 @@ impl CsiDriverProvider for FakeState {
                 }],
                 ..Default::default()
             },
+            Behaviour::Delayed(..) => {
+                return Err(tonic::Status::internal("fake provider: nested Delayed"));
+            }
             Behaviour::Oversized(n) => MountResponse {
                 files: vec![File {
                     path: "big".into(),
@@ -148,7 +160,10 @@ impl CsiDriverProvider for FakeState {
     }
 }
 
-/// A fake provider listening on `<dir>/<name>.sock`; stops when dropped.
+/// A fake provider listening on `<dir>/<name>.sock`; stops when dropped: no new connection is
+/// accepted and open ones are shut down (GOAWAY) once their calls in flight have answered, so a
+/// client's next call goes to whatever listens on the socket then. (A provider killed mid-call
+/// is a process: see the driver's `faults` tests.)
 pub struct FakeProvider {
     pub state: FakeState,
     pub dir: PathBuf,
@@ -158,6 +173,8 @@ pub struct FakeProvider {
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
+        // Dropping the server future ends its shutdown signal: each connection task (spawned
+        // apart from it) then shuts its connection down.
         self.0.abort();
     }
 }
@@ -183,7 +200,10 @@ impl FakeProvider {
             let _ = tonic::transport::Server::builder()
                 .layer(layer)
                 .add_service(svc)
-                .serve_with_incoming(UnixListenerStream::new(listener))
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener),
+                    std::future::pending::<()>(),
+                )
                 .await;
         });
         Ok(Self {
