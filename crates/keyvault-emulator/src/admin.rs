@@ -5,6 +5,7 @@
 //! token, so a workload holding a Key Vault token cannot reach it.
 
 use crate::Error;
+use crate::lock;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -105,51 +106,37 @@ pub(crate) struct Telemetry {
 
 impl Telemetry {
     pub(crate) fn count(&self, op: &'static str, vault: &str, status: u16) {
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry((op, vault.to_ascii_lowercase(), status))
-                .or_default() += 1;
-        }
+        *lock(&self.counters)
+            .entry((op, vault.to_ascii_lowercase(), status))
+            .or_default() += 1;
     }
     pub(crate) fn rows(&self) -> Vec<CounterRow> {
-        let mut rows: Vec<CounterRow> = self
-            .counters
-            .lock()
-            .map(|c| {
-                c.iter()
-                    .map(|((op, vault, status), n)| CounterRow {
-                        operation: op.to_string(),
-                        vault: vault.clone(),
-                        status: *status,
-                        count: *n,
-                    })
-                    .collect()
+        let mut rows: Vec<CounterRow> = lock(&self.counters)
+            .iter()
+            .map(|((op, vault, status), n)| CounterRow {
+                operation: op.to_string(),
+                vault: vault.clone(),
+                status: *status,
+                count: *n,
             })
-            .unwrap_or_default();
+            .collect();
         rows.sort_by(|a, b| {
             (&a.operation, &a.vault, a.status).cmp(&(&b.operation, &b.vault, b.status))
         });
         rows
     }
     pub(crate) fn reset_counters(&self) {
-        if let Ok(mut c) = self.counters.lock() {
-            c.clear();
-        }
+        lock(&self.counters).clear();
     }
     pub(crate) fn add_fault(&self, rule: FaultRule) {
-        if let Ok(mut f) = self.faults.lock() {
-            f.push(rule);
-        }
+        lock(&self.faults).push(rule);
     }
     pub(crate) fn clear_faults(&self) {
-        if let Ok(mut f) = self.faults.lock() {
-            f.clear();
-        }
+        lock(&self.faults).clear();
     }
     /// Consumes a matching counted fault; returns latency to add and the action.
     pub(crate) fn check(&self, op: &str, vault: &str) -> (Duration, FaultAction) {
-        let Ok(mut faults) = self.faults.lock() else {
-            return (Duration::ZERO, FaultAction::None);
-        };
+        let mut faults = lock(&self.faults);
         let matches = |r: &FaultRule| {
             (r.route == "*" || r.route.eq_ignore_ascii_case(op))
                 && r.vault

@@ -1,6 +1,7 @@
 //! Entra ID: identities, access-token issuing (RS256 JWT) and verification, client-assertion
 //! (workload identity federation) validation against an issuer's JWKS.
 
+use crate::lock;
 use crate::seed::{DEFAULT_FIC_AUDIENCE, Seed};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64URL};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
@@ -143,8 +144,7 @@ impl Directory {
             return Ok(inline.clone());
         }
         let uri = issuer.jwks_uri.clone().unwrap_or_default();
-        if let Ok(cache) = self.jwks_cache.lock()
-            && let Some((at, doc)) = cache.get(&uri)
+        if let Some((at, doc)) = lock(&self.jwks_cache).get(&uri)
             && at.elapsed() < Duration::from_secs(60)
         {
             return Ok(doc.clone());
@@ -180,9 +180,7 @@ impl Directory {
             return Err(format!("fetching {uri}: HTTP {}", resp.status()));
         }
         let doc = resp.text().await.map_err(|e| e.to_string())?;
-        if let Ok(mut cache) = self.jwks_cache.lock() {
-            cache.insert(uri, (Instant::now(), doc.clone()));
-        }
+        lock(&self.jwks_cache).insert(uri, (Instant::now(), doc.clone()));
         Ok(doc)
     }
 
@@ -398,8 +396,7 @@ impl Signer {
         audiences: &[String],
     ) -> Result<AccessClaims, jsonwebtoken::errors::Error> {
         // `audiences` is fixed per emulator, so a cached verification stays valid until `exp`.
-        if let Ok(cache) = self.verified.lock()
-            && let Some(c) = cache.get(token)
+        if let Some(c) = lock(&self.verified).get(token)
             && c.exp > crate::store::now()
         {
             return Ok(c.clone());
@@ -410,7 +407,8 @@ impl Signer {
         v.set_required_spec_claims(&["exp", "aud"]);
         let claims =
             jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).map(|d| d.claims)?;
-        if let Ok(mut cache) = self.verified.lock() {
+        {
+            let mut cache = lock(&self.verified);
             if cache.len() >= VERIFIED_CACHE_MAX {
                 cache.clear();
             }

@@ -218,9 +218,10 @@ impl Emulator {
             if store.vault(&vs.name).is_some() {
                 continue;
             }
-            store
-                .vaults
-                .insert(vs.name.to_ascii_lowercase(), vs.build(seed.default_tenant())?);
+            store.vaults.insert(
+                vs.name.to_ascii_lowercase(),
+                vs.build(seed.default_tenant())?,
+            );
             dirty = true;
         }
         let persister = config.state_file.clone().map(persist::Persister::new);
@@ -403,4 +404,11 @@ impl Emulator {
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(&self.admin_url(), &self.admin_token)
     }
+}
+
+/// Locks a mutex, recovering it if a panicking thread poisoned it: the workspace's one policy
+/// (nothing panics while holding these locks, so the data is whole; refusing would turn one bug
+/// into a dead emulator).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -62,11 +62,7 @@ impl Persister {
     pub(crate) fn snapshot(&self, store: &mut Store) -> Result<Snapshot, Error> {
         let bytes =
             Zeroizing::new(serde_json::to_vec(&*store).map_err(|e| self.error(e.to_string()))?);
-        let mut latest = self
-            .inner
-            .latest
-            .lock()
-            .map_err(|_| self.error("snapshot lock poisoned".into()))?;
+        let mut latest = crate::lock(&self.inner.latest);
         latest.generation += 1;
         latest.bytes = Some(Arc::new(bytes));
         Ok(Snapshot {
@@ -87,10 +83,7 @@ impl Snapshot {
                 return Ok(());
             }
             let (newest, bytes) = {
-                let latest = inner
-                    .latest
-                    .lock()
-                    .map_err(|_| state_error(&inner.path, "snapshot lock poisoned".into()))?;
+                let latest = crate::lock(&inner.latest);
                 (latest.generation, latest.bytes.clone())
             };
             let Some(bytes) = bytes else {
