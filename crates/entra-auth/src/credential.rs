@@ -231,6 +231,17 @@ impl TokenResponse {
     }
 }
 
+/// An Entra ID token endpoint or IMDS response body → the token (as every credential here
+/// decodes it). Public for the fuzz targets in `crates/fuzz`.
+#[doc(hidden)]
+pub fn decode_token_response(endpoint: &str, body: &[u8]) -> Result<AccessToken, AuthError> {
+    let t: TokenResponse = serde_json::from_slice(body).map_err(|e| AuthError::BadResponse {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    t.into_token(endpoint)
+}
+
 #[derive(Deserialize, Default)]
 struct EntraError {
     #[serde(default)]
@@ -239,7 +250,10 @@ struct EntraError {
     error_description: String,
 }
 
-fn entra_reason(body: &[u8], status: u16) -> String {
+/// The reason text of a refused token request (`error: first line of error_description`, or
+/// the status and the start of the body). Public for the fuzz targets in `crates/fuzz`.
+#[doc(hidden)]
+pub fn entra_reason(body: &[u8], status: u16) -> String {
     let e: EntraError = serde_json::from_slice(body).unwrap_or_default();
     // AADSTS descriptions end with trace/correlation ids on new lines; keep the first line.
     let desc = e
@@ -401,12 +415,7 @@ async fn entra_token(
             reason: entra_reason(&reply.body, reply.status),
         });
     }
-    let t: TokenResponse =
-        serde_json::from_slice(&reply.body).map_err(|e| AuthError::BadResponse {
-            endpoint: endpoint.clone(),
-            reason: e.to_string(),
-        })?;
-    t.into_token(&endpoint)
+    decode_token_response(&endpoint, &reply.body)
 }
 
 impl TokenCredential for ClientSecretCredential {
@@ -578,12 +587,7 @@ impl TokenCredential for ManagedIdentityCredential {
                     });
                 }
             }
-            let t: TokenResponse =
-                serde_json::from_slice(&reply.body).map_err(|e| AuthError::BadResponse {
-                    endpoint: endpoint.clone(),
-                    reason: e.to_string(),
-                })?;
-            t.into_token(&endpoint)
+            decode_token_response(&endpoint, &reply.body)
         })
     }
 
@@ -626,6 +630,20 @@ struct NmiResponse {
     token: Option<TokenResponse>,
     #[serde(default)]
     clientid: String,
+}
+
+/// An NMI response body → the token; `NmiIncomplete` without a token or client id. Public for
+/// the fuzz targets in `crates/fuzz`.
+#[doc(hidden)]
+pub fn decode_nmi_response(endpoint: &str, body: &[u8]) -> Result<AccessToken, AuthError> {
+    let r: NmiResponse = serde_json::from_slice(body).map_err(|e| AuthError::BadResponse {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match r.token {
+        Some(t) if !t.access_token.is_empty() && !r.clientid.is_empty() => t.into_token(endpoint),
+        _ => Err(AuthError::NmiIncomplete),
+    }
 }
 
 impl PodIdentityCredential {
@@ -677,17 +695,7 @@ impl TokenCredential for PodIdentityCredential {
                     body: truncate(&String::from_utf8_lossy(&reply.body), 300),
                 });
             }
-            let r: NmiResponse =
-                serde_json::from_slice(&reply.body).map_err(|e| AuthError::BadResponse {
-                    endpoint: endpoint.clone(),
-                    reason: e.to_string(),
-                })?;
-            match r.token {
-                Some(t) if !t.access_token.is_empty() && !r.clientid.is_empty() => {
-                    t.into_token(&endpoint)
-                }
-                _ => Err(AuthError::NmiIncomplete),
-            }
+            decode_nmi_response(&endpoint, &reply.body)
         })
     }
 

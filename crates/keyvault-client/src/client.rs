@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use entra_auth::http::{BodyError, CappedBody, read_body};
 use entra_auth::retry::{is_retryable_status, retry_after};
 use entra_auth::{AccessToken, BoxFuture, Challenge, RetryPolicy, TokenCredential};
@@ -11,8 +10,8 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::model::{
-    CertificateBundle, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem, WireCert,
-    WireErrorBody, WireKey, WireList, WireSecret,
+    CertificateBundle, KeyBundle, ObjectKind, SecretBundle, VersionItem, decode_certificate,
+    decode_error, decode_key, decode_secret, decode_versions_page,
 };
 use crate::throttle::{PacingOptions, VaultRegistry, VaultShared};
 use crate::{Connector, KeyVault, KvError};
@@ -168,16 +167,6 @@ impl std::fmt::Debug for HttpKeyVault {
             .field("credential", &self.credential)
             .finish_non_exhaustive()
     }
-}
-
-fn body_error(body: &[u8]) -> (String, String) {
-    let b: WireErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let e = b.error.unwrap_or_default();
-    let mut msg = e.message;
-    if msg.chars().count() > 300 {
-        msg = msg.chars().take(300).collect::<String>() + "…";
-    }
-    (e.code, msg)
 }
 
 impl HttpKeyVault {
@@ -344,7 +333,7 @@ impl HttpKeyVault {
                         }
                         s => {
                             let body = error_body(resp).await;
-                            let (code, message) = body_error(&body);
+                            let (code, message) = decode_error(&body);
                             return Err(match s {
                                 404 => KvError::NotFound { code, message },
                                 403 => KvError::Forbidden { code, message },
@@ -378,7 +367,7 @@ impl HttpKeyVault {
                         Ok(e) => e,
                         Err((429, _, delay)) => KvError::Throttled { retry_after: delay },
                         Err((s, body, _)) => {
-                            let (code, message) = body_error(&body);
+                            let (code, message) = decode_error(&body);
                             KvError::Status {
                                 status: s,
                                 code,
@@ -419,10 +408,6 @@ fn transport_reason(e: &reqwest::Error) -> String {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, KvError> {
-    serde_json::from_slice(body).map_err(|e| KvError::BadResponse(e.to_string()))
-}
-
 impl KeyVault for HttpKeyVault {
     fn get_secret<'a>(
         &'a self,
@@ -432,13 +417,7 @@ impl KeyVault for HttpKeyVault {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Secret, name, version)?;
             let body = self.get("get_secret", &url).await?;
-            let w: WireSecret = parse(&body)?;
-            Ok(SecretBundle {
-                id: w.id,
-                value: w.value.map(|v| SecretBytes::new(v.into_bytes())),
-                content_type: w.content_type,
-                kid: w.kid.filter(|k| !k.is_empty()),
-            })
+            decode_secret(&body)
         })
     }
 
@@ -449,8 +428,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<KeyBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Key, name, version)?;
-            let w: WireKey = parse(&self.get("get_key", &url).await?)?;
-            Ok(KeyBundle { key: w.key })
+            decode_key(&self.get("get_key", &url).await?)
         })
     }
 
@@ -461,16 +439,7 @@ impl KeyVault for HttpKeyVault {
     ) -> BoxFuture<'a, Result<CertificateBundle, KvError>> {
         Box::pin(async move {
             let url = self.object_url(ObjectKind::Certificate, name, version)?;
-            let w: WireCert = parse(&self.get("get_certificate", &url).await?)?;
-            let cer = match w.cer {
-                Some(c) => Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(c.as_bytes())
-                        .map_err(|e| KvError::BadResponse(format!("certificate cer: {e}")))?,
-                ),
-                None => None,
-            };
-            Ok(CertificateBundle { id: w.id, cer })
+            decode_certificate(&self.get("get_certificate", &url).await?)
         })
     }
 
@@ -483,21 +452,10 @@ impl KeyVault for HttpKeyVault {
             let mut url = self.object_url(kind, name, "versions")?;
             let mut out = Vec::new();
             for _ in 0..MAX_PAGES {
-                let page: WireList = parse(&self.get("list_versions", &url).await?)?;
-                for item in page.value {
-                    let id = match kind {
-                        ObjectKind::Key => item.kid.or(item.id),
-                        _ => item.id.or(item.kid),
-                    }
-                    .unwrap_or_default();
-                    out.push(VersionItem {
-                        id,
-                        has_attributes: item.attributes.is_some(),
-                        enabled: item.attributes.as_ref().and_then(|a| a.enabled),
-                        created: item.attributes.as_ref().and_then(|a| a.created),
-                    });
-                }
-                match page.next_link.filter(|l| !l.is_empty()) {
+                let (items, next_link) =
+                    decode_versions_page(kind, &self.get("list_versions", &url).await?)?;
+                out.extend(items);
+                match next_link {
                     None => return Ok(out),
                     Some(link) => {
                         let next = Url::parse(&link)

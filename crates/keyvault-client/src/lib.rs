@@ -39,6 +39,12 @@ pub use model::{
     CertificateBundle, Jwk, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem,
     last_segment,
 };
+/// Response bodies → the types above, as [`HttpKeyVault`] decodes them (public for the fuzz
+/// targets in `crates/fuzz`).
+#[doc(hidden)]
+pub use model::{
+    decode_certificate, decode_error, decode_key, decode_secret, decode_versions_page,
+};
 pub use throttle::PacingOptions;
 
 use std::sync::Arc;

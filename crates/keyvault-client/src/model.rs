@@ -1,6 +1,9 @@
 //! Key Vault response bodies (only the fields the provider reads).
 
+use base64::Engine as _;
 use serde::Deserialize;
+
+use crate::KvError;
 
 /// Which collection an object lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,4 +175,77 @@ pub(crate) struct WireError {
     pub(crate) code: String,
     #[serde(default)]
     pub(crate) message: String,
+}
+
+// === decoding: the client's one path from response bytes to the types above ===
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, KvError> {
+    serde_json::from_slice(body).map_err(|e| KvError::BadResponse(e.to_string()))
+}
+
+/// A get-secret response body → [`SecretBundle`] (an empty `kid` counts as none).
+pub fn decode_secret(body: &[u8]) -> Result<SecretBundle, KvError> {
+    let w: WireSecret = parse(body)?;
+    Ok(SecretBundle {
+        id: w.id,
+        value: w.value.map(|v| SecretBytes::new(v.into_bytes())),
+        content_type: w.content_type,
+        kid: w.kid.filter(|k| !k.is_empty()),
+    })
+}
+
+/// A get-key response body → [`KeyBundle`].
+pub fn decode_key(body: &[u8]) -> Result<KeyBundle, KvError> {
+    let w: WireKey = parse(body)?;
+    Ok(KeyBundle { key: w.key })
+}
+
+/// A get-certificate response body → [`CertificateBundle`] (`cer` base64-decoded).
+pub fn decode_certificate(body: &[u8]) -> Result<CertificateBundle, KvError> {
+    let w: WireCert = parse(body)?;
+    let cer = match w.cer {
+        Some(c) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(c.as_bytes())
+                .map_err(|e| KvError::BadResponse(format!("certificate cer: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(CertificateBundle { id: w.id, cer })
+}
+
+/// One page of a versions listing → its items and its `nextLink` (empty = none; the caller
+/// checks the link's origin before following it).
+pub fn decode_versions_page(
+    kind: ObjectKind,
+    body: &[u8],
+) -> Result<(Vec<VersionItem>, Option<String>), KvError> {
+    let page: WireList = parse(body)?;
+    let items = page
+        .value
+        .into_iter()
+        .map(|item| VersionItem {
+            id: match kind {
+                ObjectKind::Key => item.kid.or(item.id),
+                _ => item.id.or(item.kid),
+            }
+            .unwrap_or_default(),
+            has_attributes: item.attributes.is_some(),
+            enabled: item.attributes.as_ref().and_then(|a| a.enabled),
+            created: item.attributes.as_ref().and_then(|a| a.created),
+        })
+        .collect();
+    Ok((items, page.next_link.filter(|l| !l.is_empty())))
+}
+
+/// An error response body → its `error.code` and `error.message` (the message cut at 300
+/// characters); empty strings when the body is not Key Vault's error shape.
+pub fn decode_error(body: &[u8]) -> (String, String) {
+    let b: WireErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let e = b.error.unwrap_or_default();
+    let mut msg = e.message;
+    if msg.chars().count() > 300 {
+        msg = msg.chars().take(300).collect::<String>() + "…";
+    }
+    (e.code, msg)
 }

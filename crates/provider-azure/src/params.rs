@@ -245,7 +245,12 @@ impl MountParams {
                 ParamError::Request(format!("failed to unmarshal attributes, error: {e}"))
             })?;
         let secrets: Option<BTreeMap<String, String>> = serde_json::from_str(secrets_json)
-            .map_err(|e| ParamError::Request(format!("failed to unmarshal secrets, error: {e}")))?;
+            .map_err(|e| {
+                ParamError::Request(format!(
+                    "failed to unmarshal secrets, error: {}",
+                    json_error(&e)
+                ))
+            })?;
         Self::from_maps(&attrs, secrets.as_ref())
     }
 
@@ -360,13 +365,30 @@ fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<SecretStr
     if raw.is_empty() {
         return Err("service account tokens not found".into());
     }
-    let tokens: BTreeMap<String, SaToken> = serde_json::from_str(raw)
-        .map_err(|e| format!("failed to unmarshal service account tokens, error: {e}"))?;
+    let tokens: BTreeMap<String, SaToken> = serde_json::from_str(raw).map_err(|e| {
+        format!(
+            "failed to unmarshal service account tokens, error: {}",
+            json_error(&e)
+        )
+    })?;
     match tokens.get(WORKLOAD_IDENTITY_AUDIENCE) {
         Some(t) if !t.token.is_empty() => Ok(SecretString::new(t.token.clone())),
         _ => Err(format!(
             "token for audience {WORKLOAD_IDENTITY_AUDIENCE} not found"
         )),
+    }
+}
+
+/// serde_json's message without the input's values: a type error quotes the value it found
+/// (`invalid type: string "…"`), which in the secrets or the tokens is the secret itself.
+fn json_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => format!(
+            "not the expected JSON shape (an object of strings) at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+        _ => e.to_string(),
     }
 }
 

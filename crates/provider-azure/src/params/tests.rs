@@ -366,3 +366,29 @@ fn identity_modes_and_precedence() {
     let p = MountParams::parse(&attrs(&[("tenantID", " new ")]), SP).unwrap();
     assert_eq!(p.tenant_id, "new");
 }
+
+/// Found by the `params` fuzz target: serde's type errors quote the value they found, and in the
+/// secrets or the tokens that value is the secret.
+#[test]
+fn fuzz_regression_json_type_errors_do_not_quote_secrets() {
+    let e = err(&attrs(&[]), r#""sekrit-client-secret""#);
+    assert!(e.starts_with("failed to unmarshal secrets, error:"), "{e}");
+    assert!(!e.contains("sekrit-client-secret"), "{e}");
+    let e = err(
+        &attrs(&[]),
+        r#"{"clientid":"c","clientsecret":["sekrit-in-a-list"]}"#,
+    );
+    assert!(!e.contains("sekrit-in-a-list"), "{e}");
+    let toks = r#"{"api://AzureADTokenExchange":"jwt-not-in-an-object"}"#;
+    let e = err(
+        &attrs(&[("clientID", "wi"), (SA_TOKENS_ATTRIBUTE, toks)]),
+        "null",
+    );
+    assert!(
+        e.contains("failed to unmarshal service account tokens"),
+        "{e}"
+    );
+    assert!(!e.contains("jwt-not-in-an-object"), "{e}");
+    // Syntax errors keep serde's text (it quotes nothing).
+    assert!(err(&attrs(&[]), "{").contains("EOF while parsing"));
+}
