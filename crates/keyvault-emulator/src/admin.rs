@@ -21,10 +21,13 @@ pub enum Fault {
     Throttle { count: u32, retry_after: u64 },
     /// Answer the next `count` requests with this 5xx status.
     ServerError { count: u32, status: u16 },
-    /// Delay every matching request by `delay_ms` (until cleared). A struct variant: the
-    /// admin API's JSON is internally tagged (`{"kind":"latency","delay_ms":250}`), which a
-    /// newtype around a number cannot be.
-    Latency { delay_ms: u64 },
+    /// Delay every matching request by `ms` milliseconds (until cleared). A struct variant: the
+    /// admin API's JSON is internally tagged (`{"kind":"latency","ms":20}`), which a newtype
+    /// around a number cannot be. `delay_ms` is accepted as an alias.
+    Latency {
+        #[serde(alias = "delay_ms")]
+        ms: u64,
+    },
     /// Close the connection without an answer, `count` times.
     Drop { count: u32 },
     /// A service limit, as Key Vault enforces per vault: at most `limit` matching requests per
@@ -147,7 +150,7 @@ impl Telemetry {
             .iter()
             .filter(|r| matches(r))
             .filter_map(|r| match r.fault {
-                Fault::Latency { delay_ms } => Some(Duration::from_millis(delay_ms)),
+                Fault::Latency { ms } => Some(Duration::from_millis(ms)),
                 _ => None,
             })
             .max()
@@ -398,7 +401,7 @@ mod tests {
                 count: 1,
                 status: 503,
             },
-            Fault::Latency { delay_ms: 250 },
+            Fault::Latency { ms: 250 },
             Fault::Drop { count: 1 },
             Fault::RateLimit {
                 limit: 5,
@@ -410,11 +413,26 @@ mod tests {
             let back: Fault = serde_json::from_str(&json).expect("parses");
             assert_eq!(back, fault, "{json}");
         }
+        // The documented rule (issue 15), and the older field name.
+        let documented: FaultRule =
+            serde_json::from_str(r#"{"route":"GetSecret","fault":{"kind":"latency","ms":20}}"#)
+                .expect("parses");
+        assert_eq!(documented.fault, Fault::Latency { ms: 20 });
+        assert_eq!(
+            serde_json::to_string(&documented.fault).expect("serializes"),
+            r#"{"kind":"latency","ms":20}"#
+        );
         let parsed: Fault =
             serde_json::from_str(r#"{"kind":"latency","delay_ms":40}"#).expect("parses");
+        assert_eq!(parsed, Fault::Latency { ms: 40 });
         let t = Telemetry::default();
         t.add_fault(rule(parsed));
+        t.add_fault(documented);
         assert_eq!(t.check("GetSecret", "kv1").0, Duration::from_millis(40));
+        assert!(
+            serde_json::from_str::<Fault>(r#"{"kind":"latency","ms":{"x":1}}"#).is_err(),
+            "a map is still refused"
+        );
     }
 
     #[test]

@@ -4,8 +4,7 @@
 
 use super::http::{header, host_of, kv_response, query_map, read_body, set_header};
 use super::route::{Route, permission_name};
-use super::{DropConnection, Resp, Shared};
-use crate::admin::FaultAction;
+use super::{DropConnection, Resp, Shared, fault};
 use crate::error::{KvError, ObjectKind};
 use crate::store::Vault;
 use bytes::Bytes;
@@ -216,40 +215,25 @@ pub(super) async fn handle(
     }
 
     // Fault injection (after auth, so counted faults hit real calls only).
-    let (latency, action) = shared.telemetry.check(op, &vault_name);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    match action {
-        FaultAction::None => {}
-        FaultAction::Drop => {
-            shared.telemetry.count(op, &vault_name, 0);
-            return Err(DropConnection);
-        }
-        FaultAction::Respond {
-            status,
-            retry_after,
-        } => {
-            shared.telemetry.count(op, &vault_name, status);
-            let e = if status == 429 {
-                KvError::new(
-                    429,
-                    "Throttled",
-                    "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached",
-                )
-            } else {
-                KvError::new(
-                    status,
-                    "InternalServerError",
-                    "The service encountered an internal error (injected by the emulator).",
-                )
-            };
-            let mut r = kv_response(status, &e.body(), crid);
-            if let Some(s) = retry_after {
-                set_header(&mut r, "retry-after", &s.to_string());
-            }
-            return Ok(r);
-        }
+    let injected = fault::apply(&shared.telemetry, op, &vault_name, |status| {
+        let e = if status == 429 {
+            KvError::new(
+                429,
+                "Throttled",
+                "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached",
+            )
+        } else {
+            KvError::new(
+                status,
+                "InternalServerError",
+                "The service encountered an internal error (injected by the emulator).",
+            )
+        };
+        kv_response(status, &e.body(), crid)
+    })
+    .await?;
+    if let Some(r) = injected {
+        return Ok(r);
     }
 
     let base = format!("https://{host}");

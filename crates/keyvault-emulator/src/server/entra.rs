@@ -1,9 +1,8 @@
 //! Entra ID: instance discovery, OpenID configuration, JWKS and the token endpoints (v1 and
 //! v2, client secret or client assertion).
 
-use super::Resp;
-use super::Shared;
 use super::http::{constant_time_eq, json_response, path_segments, query_map, read_body};
+use super::{DropConnection, Resp, Shared, fault};
 use crate::entra::{EntraError, Principal};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -11,12 +10,57 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use zeroize::Zeroizing;
 
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+/// The operation name (counters and faults) of an Entra ID request; `None`: no such route.
+fn operation(method: &str, segs: &[&str]) -> Option<&'static str> {
+    Some(match (method, segs) {
+        ("GET", [_, "discovery", "instance"]) => "InstanceDiscovery",
+        ("GET", [_, "v2.0", ".well-known", "openid-configuration"])
+        | ("GET", [_, ".well-known", "openid-configuration"]) => "OpenIdConfiguration",
+        ("GET", [_, "discovery", "v2.0", "keys"]) | ("GET", [_, "discovery", "keys"]) => "Jwks",
+        ("POST", [_, "oauth2", "v2.0", "token"]) | ("POST", [_, "oauth2", "token"]) => "Token",
+        _ => return None,
+    })
+}
+
+/// An injected fault's answer, Entra-shaped (`temporarily_unavailable` for 429, else
+/// `server_error`).
+fn fault_response(status: u16) -> Resp {
+    let e = if status == 429 {
+        EntraError::new(
+            429,
+            "temporarily_unavailable",
+            50196,
+            "The server is temporarily too busy to handle the request (injected by the emulator).",
+        )
+    } else {
+        EntraError::new(
+            status,
+            "server_error",
+            90000,
+            "The service encountered an internal error (injected by the emulator).",
+        )
+    };
+    json_response(status, &e.body())
+}
+
+pub(super) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
     let path = req.uri().path().to_string();
     let segs = path_segments(&path);
+    if let Some(op) = operation(req.method().as_str(), &segs)
+        && let Some(r) = fault::apply(&shared.telemetry, op, "", fault_response).await?
+    {
+        return Ok(r);
+    }
+    Ok(route(shared, req, &path, &segs).await)
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str]) -> Resp {
     let query = query_map(&req);
     let method = req.method().clone();
-    match (method.as_str(), segs.as_slice()) {
+    match (method.as_str(), segs) {
         ("GET", [_, "discovery", "instance"]) => {
             let tenant = query
                 .get("authorization_endpoint")

@@ -1,8 +1,7 @@
 //! IMDS: the managed-identity token endpoint (`/metadata/identity/oauth2/token`).
 
-use super::Resp;
-use super::Shared;
 use super::http::{header, json_response, query_map};
+use super::{DropConnection, Resp, Shared, fault};
 use crate::entra::Principal;
 use crate::store;
 use hyper::body::Incoming;
@@ -30,14 +29,35 @@ pub(super) fn token_fields(
     }))
 }
 
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+/// IMDS's error shape: `{"error","error_description"}`.
+fn error_body(error: &str, desc: &str) -> Value {
+    json!({ "error": error, "error_description": desc })
+}
+
+/// An injected fault's answer (IMDS answers 429 when too many requests reach it).
+fn fault_response(status: u16) -> Resp {
+    let body = if status == 429 {
+        error_body(
+            "too_many_requests",
+            "Too many requests (injected by the emulator).",
+        )
+    } else {
+        error_body(
+            "unknown_error",
+            "The service encountered an internal error (injected by the emulator).",
+        )
+    };
+    json_response(status, &body)
+}
+
+pub(super) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
     let q = query_map(&req);
     let err = |status: u16, error: &str, desc: &str| {
         shared.telemetry.count("Imds", "", status);
-        json_response(
-            status,
-            &json!({ "error": error, "error_description": desc }),
-        )
+        Ok(json_response(status, &error_body(error, desc)))
     };
     if req.uri().path().trim_end_matches('/') != "/metadata/identity/oauth2/token" {
         return err(
@@ -63,6 +83,10 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
             "Required audience parameter not specified",
         );
     };
+    // A well-formed call (the header and resource a probe may lack): the route's faults apply.
+    if let Some(r) = fault::apply(&shared.telemetry, "Imds", "", fault_response).await? {
+        return Ok(r);
+    }
     if q.contains_key("mi_res_id") || q.contains_key("msi_res_id") || q.contains_key("object_id") {
         return err(
             400,
@@ -84,7 +108,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     match token_fields(shared, p, resource) {
         Ok(body) => {
             shared.telemetry.count("Imds", "", 200);
-            json_response(200, &body)
+            Ok(json_response(200, &body))
         }
         Err(e) => err(500, "unknown_error", &e),
     }

@@ -3,14 +3,16 @@
 //!
 //! One module per concern: [`route`] decides the data-plane operation from method and path,
 //! [`data_plane`] authenticates, applies faults and dispatches to [`objects`] (what the three
-//! kinds share), [`secrets`], [`keys`], [`certificates`] and [`deleted`]; [`entra`], [`imds`], [`nmi`] and [`admin`] serve the other
-//! endpoints; [`http`] holds the small request/response helpers they share.
+//! kinds share), [`secrets`], [`keys`], [`certificates`] and [`deleted`]; [`entra`], [`imds`],
+//! [`nmi`] and [`admin`] serve the other endpoints; [`fault`] is the one fault check every route
+//! goes through; [`http`] holds the small request/response helpers they share.
 
 mod admin;
 mod certificates;
 mod data_plane;
 mod deleted;
 mod entra;
+mod fault;
 mod http;
 mod imds;
 mod keys;
@@ -172,8 +174,8 @@ impl Handler {
     async fn handle(self, shared: &Shared, req: Request<Incoming>) -> Result<Resp, DropConnection> {
         match self {
             Handler::Https => handle_https(shared, req).await,
-            Handler::Imds => Ok(imds::handle(shared, req).await),
-            Handler::Nmi => Ok(nmi::handle(shared, req).await),
+            Handler::Imds => imds::handle(shared, req).await,
+            Handler::Nmi => nmi::handle(shared, req).await,
             Handler::Admin => Ok(admin::handle(shared, req).await),
         }
     }
@@ -195,6 +197,6 @@ async fn handle_https(shared: &Shared, req: Request<Incoming>) -> Result<Resp, D
     ) {
         data_plane::handle(shared, req).await
     } else {
-        Ok(entra::handle(shared, req).await)
+        entra::handle(shared, req).await
     }
 }

@@ -1,23 +1,30 @@
 //! aad-pod-identity NMI: `/host/token` for a pod named in headers, with the identity assigned
 //! to that pod.
 
-use super::Resp;
-use super::Shared;
 use super::http::{header, json_response, query_map};
 use super::imds::token_fields;
+use super::{DropConnection, Resp, Shared, fault};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
+/// NMI's error shape: a line of text.
+fn text_response(status: u16, msg: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+pub(super) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
     let q = query_map(&req);
     let text = |status: u16, msg: &str| {
         shared.telemetry.count("Nmi", "", status);
-        let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
-        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        r
+        Ok(text_response(status, msg))
     };
     if req.uri().path().trim_end_matches('/') != "/host/token" {
         return text(404, "404 page not found");
@@ -28,6 +35,14 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
         return text(400, "parameter resource cannot be empty");
     };
+    // A well-formed call: the route's faults apply.
+    let injected = fault::apply(&shared.telemetry, "Nmi", "", |status| {
+        text_response(status, "failed to get token (injected by the emulator)")
+    })
+    .await?;
+    if let Some(r) = injected {
+        return Ok(r);
+    }
     let Some(client_id) = shared.dir.pods.get(&(ns.to_string(), pod.to_string())) else {
         return text(
             403,
@@ -47,7 +62,10 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
                 obj.insert("refresh_token".into(), json!(""));
             }
             shared.telemetry.count("Nmi", "", 200);
-            json_response(200, &json!({ "token": token, "clientid": p.client_id }))
+            Ok(json_response(
+                200,
+                &json!({ "token": token, "clientid": p.client_id }),
+            ))
         }
         Err(e) => text(500, &e),
     }
