@@ -15,6 +15,10 @@ pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
 pub const SERVICE_ACCOUNT_NAME: &str = "csi.storage.k8s.io/serviceAccount.name";
 pub const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 pub const SERVICE_ACCOUNT_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+/// Attribute the driver adds while rotation is on: the oldest a cached "latest" answer may be
+/// (a Go duration, e.g. `60000ms`). Our provider serves such answers from its cache only if
+/// fetched within that time; providers that do not know it ignore it, as every unknown key.
+pub const MAX_AGE: &str = "secrets-store.csi.k8s.io/maxAge";
 
 /// What the driver needs from the volume context, plus every key (they are all forwarded to the
 /// provider). The tokens are kept out of `raw` and out of `Debug`.
@@ -79,11 +83,14 @@ impl VolumeContext {
     }
 
     /// The provider's `attributes`: the class parameters, every volume-context key laid over
-    /// them, then the tokens (upstream §3.2). Returned as a JSON object string with sorted keys.
+    /// them, then the tokens (upstream §3.2), then [`MAX_AGE`] when given. Returned as a JSON
+    /// object string with sorted keys.
     pub fn provider_attributes(
         &self,
         parameters: &BTreeMap<String, String>,
+        max_age: Option<std::time::Duration>,
     ) -> Result<SecretString, PublishError> {
+        let max_age = max_age.map(|m| format!("{}ms", m.as_millis()));
         let mut attrs: BTreeMap<&str, &str> = parameters
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -93,6 +100,9 @@ impl VolumeContext {
         }
         if let Some(t) = &self.tokens {
             attrs.insert(SERVICE_ACCOUNT_TOKENS, t.expose());
+        }
+        if let Some(m) = &max_age {
+            attrs.insert(MAX_AGE, m);
         }
         serde_json::to_string(&attrs)
             .map(SecretString::new)
@@ -150,7 +160,7 @@ mod tests {
             ("objects".to_string(), "array: []".to_string()),
         ]);
         let attrs: BTreeMap<String, String> =
-            serde_json::from_str(vc.provider_attributes(&params)?.expose())?;
+            serde_json::from_str(vc.provider_attributes(&params, None)?.expose())?;
         assert_eq!(
             attrs["keyvaultName"], "override",
             "volume context wins over parameters"
@@ -158,6 +168,15 @@ mod tests {
         assert_eq!(attrs["objects"], "array: []");
         assert_eq!(attrs[POD_UID], "1234");
         assert!(attrs[SERVICE_ACCOUNT_TOKENS].contains("t0k"));
+        assert!(!attrs.contains_key(MAX_AGE));
+
+        // Rotation on: the driver's freshness bound, over any user value of the same key.
+        let params = BTreeMap::from([(MAX_AGE.to_string(), "1h".to_string())]);
+        let attrs: BTreeMap<String, String> = serde_json::from_str(
+            vc.provider_attributes(&params, Some(std::time::Duration::from_secs(60)))?
+                .expose(),
+        )?;
+        assert_eq!(attrs[MAX_AGE], "60000ms");
         Ok(())
     }
 

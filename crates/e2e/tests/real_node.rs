@@ -55,6 +55,9 @@ const HEALTH_PORT: u16 = 19808;
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
 /// kubelet's sync period, which is also its republish period (× 1–1.5 jitter).
 const SYNC: Duration = Duration::from_secs(10);
+/// The driver's `--rotation-poll-interval`. The provider runs with its default `--cache-ttl`
+/// (2m): a vault change must still reach the files within this + one republish period.
+const POLL: Duration = Duration::from_secs(8);
 
 type Scenario = fn(&mut World) -> Result<(), Failed>;
 
@@ -65,6 +68,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         pod_reads_its_files,
     ),
     ("every_identity_mode_through_kubelet", every_identity_mode),
+    (
+        "rotation_within_poll_interval_and_one_republish_with_the_default_cache_ttl",
+        rotation_within_poll_and_republish,
+    ),
     (
         "rotation_reaches_the_container_through_republish",
         rotation_reaches_the_container,
@@ -256,9 +263,7 @@ impl Env {
             format!("--endpoint=unix://{}/azure.sock", providers.display()),
             "--healthz-port=0".into(),
             "--prometheus-port=0".into(),
-            // Answers are reused for as long as the driver waits between two refreshes of a
-            // volume (the provider's default ties both to 2m).
-            "--cache-ttl=1s".into(),
+            // The default --cache-ttl (2m): the driver's max age keeps rotation prompt.
             "-v=2".into(),
         ];
         let provider_env = vec![
@@ -278,7 +283,7 @@ impl Env {
             ),
             format!("--kubeconfig={}", cp.kubeconfig_path().display()),
             "--enable-secret-rotation=true".into(),
-            "--rotation-poll-interval=1s".into(),
+            format!("--rotation-poll-interval={}ms", POLL.as_millis()),
             "--metrics-addr=127.0.0.1:18095".into(),
             format!("--health-addr=127.0.0.1:{HEALTH_PORT}"),
             "-v=2".into(),
@@ -672,8 +677,8 @@ fn every_identity_mode(w: &mut World) -> Result<(), Failed> {
                     ],
                 ))
                 .await?;
-            // Each volume converges on the new value (an identity's answers may come from the
-            // provider's cache for up to --cache-ttl, then from the next republish).
+            // Each volume converges on the new value (a first mount asks for answers no older
+            // than half the poll interval; a later republish refreshes).
             for v in ["workload", "sp", "pod-identity", "vm-identity"] {
                 env.wait_content(&pod, &format!("/mnt/{v}/plain"), "identity check", SYNC * 3)
                     .await
@@ -684,6 +689,55 @@ fn every_identity_mode(w: &mut World) -> Result<(), Failed> {
         .await;
         env.node().delete_pod(NS, "identities", POD_TIMEOUT).await?;
         result
+    })
+}
+
+/// Issue 15: with the provider's object cache on at its default TTL (2m, longer than the whole
+/// bound), a new version reaches the container within the rotation poll interval + one kubelet
+/// republish period (sync × 1.5 at most), every time: the driver asks for answers no older than
+/// half the poll interval (`secrets-store.csi.k8s.io/maxAge`).
+fn rotation_within_poll_and_republish(w: &mut World) -> Result<(), Failed> {
+    run(w, async |env| {
+        ensure!(
+            !env.provider_cmd.iter().any(|a| a.contains("cache-ttl")),
+            "the provider must run with its default cache TTL"
+        );
+        let pod = env.pod("files").await?;
+        // Reading through `kubectl exec`-like calls every 250 ms adds a little.
+        let bound = POLL + SYNC * 3 / 2;
+        let slack = Duration::from_secs(3);
+        let mut delays = Vec::new();
+        // Changes at different points of the volume's refresh cycle.
+        for (i, pause) in [0u64, 3, 7].into_iter().enumerate() {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            let value = format!("fresh-{i}");
+            env.set_secret(&value).await?;
+            let delay = env
+                .wait_content(&pod, "/mnt/secrets/plain", &value, bound * 2 + slack)
+                .await?;
+            delays.push(delay);
+        }
+        let max = delays.iter().max().copied().unwrap_or_default();
+        println!(
+            "rotation with --cache-ttl at its default (2m): vault change -> container in {} s \
+             (max {:.1} s; bound: poll {} s + republish <= {:.0} s = {:.0} s)",
+            delays
+                .iter()
+                .map(|d| format!("{:.1}", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            max.as_secs_f64(),
+            POLL.as_secs(),
+            (SYNC * 3 / 2).as_secs_f64(),
+            bound.as_secs_f64(),
+        );
+        ensure!(
+            max <= bound + slack,
+            "a change took {max:?}, more than poll {POLL:?} + republish {:?}\n{}",
+            SYNC * 3 / 2,
+            env.logs()
+        );
+        Ok(())
     })
 }
 

@@ -11,6 +11,11 @@
 //!   within the TTL (any successful call refreshes this; a 401/403 revokes it at once).
 //! - "latest" (empty version) and version listings live one TTL; pinned versions, which Key Vault
 //!   never changes, live `pinned_ttl`.
+//! - A connection may carry a maximum age ([`CachingConnector::connect_as`]; the driver sends it
+//!   on rotation as `secrets-store.csi.k8s.io/maxAge`): its "latest" answers and listings are
+//!   then served only if fetched within min(TTL, max age), measured from when the fetch started,
+//!   else fetched again; pinned versions ignore it. Callers asking at once still share one fetch,
+//!   so N pods wanting answers no older than M make about one call per object per M.
 //! - Concurrent identical requests are coalesced: one goes to Key Vault, the others wait for its
 //!   answer. Errors are not cached (a waiter whose leader failed makes its own call).
 //! - Bounded in entries and bytes; expired entries go first, then the oldest. Secret values are
@@ -122,6 +127,8 @@ impl Value {
 
 struct Entry {
     value: Value,
+    /// When the call that fetched it started: the answer shows the vault as of then or later.
+    fetched: Instant,
     stored: Instant,
     expires: Instant,
 }
@@ -281,9 +288,12 @@ impl ObjectCache {
         }
     }
 
+    /// The cached answer for `key` if it is fresh enough, else `fetch`'s (one fetch for all
+    /// concurrent callers of the same key). `max_age` bounds the age of an unpinned answer.
     async fn get_or_fetch<'a>(
         &'a self,
         key: ObjKey,
+        max_age: Option<Duration>,
         fetch: impl Future<Output = Result<Value, KvError>> + Send + 'a,
     ) -> Result<Value, KvError> {
         let Some(slot) = self.slot(&key) else {
@@ -293,8 +303,13 @@ impl ObjectCache {
         let arrived = Instant::now();
         let mut held = slot.lock().await;
         let now = Instant::now();
+        let pinned = matches!(key.op, Op::Get(_)) && is_pinned(&key.version);
+        let young_enough = |e: &Entry| {
+            pinned || max_age.is_none_or(|m| now.saturating_duration_since(e.fetched) < m)
+        };
         if let Some(e) = held.as_ref()
             && e.expires > now
+            && young_enough(e)
             && self.accepted_recently(&key.principal, &key.vault)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -306,17 +321,20 @@ impl ObjectCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         // The stale value goes now (zeroized on drop), not after the call.
         *held = None;
+        let fetched = Instant::now();
         match fetch.await {
             Ok(v) => {
                 let stored = Instant::now();
-                let ttl = match key.op {
-                    Op::Get(_) if is_pinned(&key.version) => self.options.pinned_ttl,
-                    _ => self.options.ttl,
+                let ttl = if pinned {
+                    self.options.pinned_ttl
+                } else {
+                    self.options.ttl
                 };
                 let bytes = v.size();
                 let expires = expiry(stored, ttl);
                 *held = Some(Entry {
                     value: v.clone(),
+                    fetched,
                     stored,
                     expires,
                 });
@@ -370,18 +388,22 @@ impl CachingConnector {
         &self.cache
     }
 
-    /// A cached connection for `principal` (who `credential` proves to be).
+    /// A cached connection for `principal` (who `credential` proves to be). With `max_age`, its
+    /// "latest" answers and listings are at most that old (fetched within min(TTL, `max_age`));
+    /// `None` serves them for the whole TTL.
     pub fn connect_as(
         &self,
         vault_url: &url::Url,
         credential: Arc<dyn TokenCredential>,
         principal: PrincipalKey,
+        max_age: Option<Duration>,
     ) -> Arc<dyn KeyVault> {
         let inner = self.inner.connect(vault_url, credential);
         Arc::new(CachedKeyVault {
             vault: inner.vault_url().to_ascii_lowercase(),
             inner,
             principal,
+            max_age,
             cache: self.cache.clone(),
         })
     }
@@ -401,6 +423,7 @@ struct CachedKeyVault {
     inner: Arc<dyn KeyVault>,
     principal: PrincipalKey,
     vault: String,
+    max_age: Option<Duration>,
     cache: Arc<ObjectCache>,
 }
 
@@ -440,7 +463,7 @@ impl KeyVault for CachedKeyVault {
                     .await
                     .map(Value::Secret)
             };
-            match self.cache.get_or_fetch(key, fetch).await? {
+            match self.cache.get_or_fetch(key, self.max_age, fetch).await? {
                 Value::Secret(b) => Ok(b),
                 _ => Err(mismatch()),
             }
@@ -455,7 +478,7 @@ impl KeyVault for CachedKeyVault {
         Box::pin(async move {
             let key = self.key(Op::Get(ObjectKind::Key), name, version);
             let fetch = async move { self.inner.get_key(name, version).await.map(Value::Key) };
-            match self.cache.get_or_fetch(key, fetch).await? {
+            match self.cache.get_or_fetch(key, self.max_age, fetch).await? {
                 Value::Key(b) => Ok(b),
                 _ => Err(mismatch()),
             }
@@ -475,7 +498,7 @@ impl KeyVault for CachedKeyVault {
                     .await
                     .map(Value::Cert)
             };
-            match self.cache.get_or_fetch(key, fetch).await? {
+            match self.cache.get_or_fetch(key, self.max_age, fetch).await? {
                 Value::Cert(b) => Ok(b),
                 _ => Err(mismatch()),
             }
@@ -495,7 +518,7 @@ impl KeyVault for CachedKeyVault {
                     .await
                     .map(Value::Versions)
             };
-            match self.cache.get_or_fetch(key, fetch).await? {
+            match self.cache.get_or_fetch(key, self.max_age, fetch).await? {
                 Value::Versions(v) => Ok(v),
                 _ => Err(mismatch()),
             }
@@ -534,6 +557,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         calls: AtomicU64,
+        lists: AtomicU64,
     }
     struct FakeVault(Arc<Fake>);
     impl KeyVault for FakeVault {
@@ -585,7 +609,10 @@ mod tests {
             _: ObjectKind,
             _: &'a str,
         ) -> BoxFuture<'a, Result<Vec<VersionItem>, KvError>> {
-            Box::pin(async { Ok(vec![]) })
+            Box::pin(async {
+                self.0.lists.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![])
+            })
         }
         fn vault_url(&self) -> &str {
             "https://v/"
@@ -622,7 +649,7 @@ mod tests {
             Duration::from_secs(5_124_095_576_030_431 * 3600),
         ] {
             let (fake, c, url) = setup(CacheOptions::with_ttl(ttl));
-            let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"));
+            let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"), None);
             let first = text(&kv.get_secret("s", "").await.unwrap());
             assert_eq!(text(&kv.get_secret("s", "").await.unwrap()), first);
             assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "{ttl:?}");
@@ -641,7 +668,7 @@ mod tests {
     async fn coalesces_and_scopes_by_principal() {
         let (fake, c, url) = setup(CacheOptions::with_ttl(Duration::from_secs(60)));
         let kvs: Vec<_> = (0..100)
-            .map(|_| c.connect_as(&url, Arc::new(NoCred), principal("a")))
+            .map(|_| c.connect_as(&url, Arc::new(NoCred), principal("a"), None))
             .collect();
         let got = futures::future::join_all(kvs.iter().map(|kv| kv.get_secret("s", "")))
             .await
@@ -657,7 +684,7 @@ mod tests {
         // another principal is not served from it
         kvs[0].get_secret("s", "").await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        let b = c.connect_as(&url, Arc::new(NoCred), principal("b"));
+        let b = c.connect_as(&url, Arc::new(NoCred), principal("b"), None);
         b.get_secret("s", "").await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
         assert!(is_pinned("abc123") && !is_pinned("") && !is_pinned("Latest"));
@@ -673,7 +700,7 @@ mod tests {
     async fn latest_expires_after_ttl_pinned_needs_recent_acceptance_and_errors_are_not_cached() {
         let ttl = Duration::from_millis(300);
         let (fake, c, url) = setup(CacheOptions::with_ttl(ttl));
-        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"));
+        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"), None);
         let first = text(&kv.get_secret("s", "").await.unwrap());
         kv.get_secret("s", "v1").await.unwrap();
         assert_eq!(text(&kv.get_secret("s", "").await.unwrap()), first);
@@ -698,12 +725,94 @@ mod tests {
         assert_eq!(fake.calls.load(Ordering::SeqCst), 7);
     }
 
+    /// Rotation (issue 15): a caller that asks for answers no older than `max_age` gets "latest"
+    /// from the cache only while it is that young, shares one fetch with everyone asking at
+    /// once, and leaves pinned versions (immutable) and callers without a max age alone.
+    #[tokio::test]
+    async fn max_age_bounds_latest_coalesces_and_leaves_pinned_alone() {
+        let max_age = Duration::from_millis(200);
+        let (fake, c, url) = setup(CacheOptions::with_ttl(Duration::from_secs(60)));
+        let calls = || fake.calls.load(Ordering::SeqCst);
+        let any = c.connect_as(&url, Arc::new(NoCred), principal("a"), None);
+        let fresh = c.connect_as(&url, Arc::new(NoCred), principal("a"), Some(max_age));
+
+        // Fresh enough: served from the cache.
+        let first = text(&any.get_secret("s", "").await.unwrap());
+        assert_eq!(text(&fresh.get_secret("s", "").await.unwrap()), first);
+        assert_eq!(calls(), 1);
+
+        // Older than the max age: fetched again for the asker; the new answer replaces the
+        // entry, so callers without a max age see it too.
+        tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+        assert_eq!(text(&any.get_secret("s", "").await.unwrap()), first, "TTL");
+        assert_eq!(calls(), 1);
+        let second = text(&fresh.get_secret("s", "").await.unwrap());
+        assert_ne!(second, first);
+        assert_eq!(calls(), 2);
+        assert_eq!(text(&any.get_secret("s", "").await.unwrap()), second);
+        assert_eq!(calls(), 2);
+
+        // 1,000 mounts asking at once for a stale entry: one fetch.
+        tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+        let kvs: Vec<_> = (0..1000)
+            .map(|_| c.connect_as(&url, Arc::new(NoCred), principal("a"), Some(max_age)))
+            .collect();
+        let got = futures::future::join_all(kvs.iter().map(|kv| kv.get_secret("s", "")))
+            .await
+            .into_iter()
+            .map(|r| text(&r.unwrap()))
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(got.len(), 1);
+        assert!(!got.contains(&second));
+        assert_eq!(calls(), 3, "coalesced");
+
+        // Pinned versions never change in Key Vault: the max age does not apply.
+        fresh.get_secret("s", "v1").await.unwrap();
+        assert_eq!(calls(), 4);
+        tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+        fresh.get_secret("s", "v1").await.unwrap();
+        assert_eq!(calls(), 4, "pinned stays cached");
+
+        // Version listings follow the max age like "latest".
+        let lists = || fake.lists.load(Ordering::SeqCst);
+        fresh.list_versions(ObjectKind::Secret, "s").await.unwrap();
+        fresh.list_versions(ObjectKind::Secret, "s").await.unwrap();
+        assert_eq!(lists(), 1);
+        tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+        any.list_versions(ObjectKind::Secret, "s").await.unwrap();
+        assert_eq!(lists(), 1);
+        fresh.list_versions(ObjectKind::Secret, "s").await.unwrap();
+        assert_eq!(lists(), 2);
+
+        // A max age of zero always fetches (and still feeds the cache).
+        let zero = c.connect_as(&url, Arc::new(NoCred), principal("a"), Some(Duration::ZERO));
+        zero.get_secret("s", "").await.unwrap();
+        zero.get_secret("s", "").await.unwrap();
+        assert_eq!(calls(), 6);
+
+        // A max age longer than the TTL: the TTL still bounds it.
+        let ttl = Duration::from_millis(200);
+        let (fake, c, url) = setup(CacheOptions::with_ttl(ttl));
+        let long = c.connect_as(
+            &url,
+            Arc::new(NoCred),
+            principal("a"),
+            Some(Duration::from_secs(3600)),
+        );
+        long.get_secret("s", "").await.unwrap();
+        long.get_secret("s", "").await.unwrap();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        long.get_secret("s", "").await.unwrap();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn bounded_in_entries_and_bytes() {
         let mut o = CacheOptions::with_ttl(Duration::from_secs(60));
         o.max_entries = 5;
         let (_, c, url) = setup(o);
-        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"));
+        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"), None);
         for i in 0..20 {
             kv.get_secret(&format!("s{i}"), "").await.unwrap();
             assert!(c.cache().usage().0 <= 5, "{:?}", c.cache().usage());
@@ -713,7 +822,7 @@ mod tests {
         let mut o = CacheOptions::with_ttl(Duration::from_secs(60));
         o.max_bytes = 1000;
         let (_, c, url) = setup(o);
-        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"));
+        let kv = c.connect_as(&url, Arc::new(NoCred), principal("a"), None);
         for i in 0..20 {
             kv.get_secret(&format!("s{i}"), "").await.unwrap();
             assert!(c.cache().usage().1 <= 1000, "{:?}", c.cache().usage());

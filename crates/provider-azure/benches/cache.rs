@@ -9,6 +9,13 @@
 //! provider and the emulator run in this process (one Tokio runtime, 2 worker threads), as in
 //! tests/cache.rs. `cargo bench -p provider-azure --bench cache` (`BENCH_CACHE_MAX_N=100` stops
 //! earlier).
+//!
+//! Then rotation (issue 15): with the default `--cache-ttl` (2m), N pods refresh every half poll
+//! interval at spread phases, as the driver does with rotation on, for two poll intervals (the
+//! poll interval is scaled down to `BENCH_ROTATION_POLL_MS`, default 4 s); the secret changes in
+//! the middle. Printed: Key Vault GETs per object per poll interval, and how long after the
+//! change the last pod's refresh returned the new value, with and without the driver's
+//! `secrets-store.csi.k8s.io/maxAge` (half the poll interval), and with the cache off.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
@@ -105,6 +112,116 @@ async fn wave(env: &Arc<Env>, clients: &[CsiDriverProviderClient<Channel>], n: u
     }
 }
 
+/// Key Vault GETs (not listings, not challenges' 401s) since the counters were reset.
+async fn gets(admin: &AdminClient) -> u64 {
+    let mut n = 0;
+    for op in ["GetSecret", "GetKey", "GetCertificate"] {
+        n += admin
+            .request_count(CounterFilter::operation(op).status(200))
+            .await
+            .unwrap();
+    }
+    n
+}
+
+struct RotationRun {
+    gets_per_object_per_poll: f64,
+    /// The slowest pod: change -> first refresh that returned the new value (None: some pod
+    /// never saw it within the run).
+    slowest: Option<Duration>,
+    refreshes: usize,
+    failed: usize,
+}
+
+/// N pods refreshing every `poll / 2` (phases spread over it) for two poll intervals; the
+/// secret changes at 0.75 × poll.
+async fn rotation_run(
+    env: &Arc<Env>,
+    clients: &[CsiDriverProviderClient<Channel>],
+    n: usize,
+    poll: Duration,
+    max_age: Option<Duration>,
+) -> RotationRun {
+    let admin = env.emu.admin();
+    let objs = objects(CLASS);
+    let secrets = sp_secrets(SP, SP_SECRET);
+    let max_age_text = max_age.map(|m| format!("{}ms", m.as_millis()));
+    let mut params = vec![("objects", objs.as_str())];
+    if let Some(m) = &max_age_text {
+        params.push(("secrets-store.csi.k8s.io/maxAge", m.as_str()));
+    }
+    let attrs = env.attrs(&params);
+    // First mounts fill the cache; counting starts after them.
+    let _ = wave(env, clients, n).await;
+    admin.reset_counters().await.unwrap();
+    let period = poll / 2;
+    let run = poll * 2;
+    let start = tokio::time::Instant::now();
+    let change_at = start + poll * 3 / 4;
+    let new_value = format!("rotated-{}", std::process::id());
+    let changer = {
+        let admin = env.emu.admin();
+        let v = new_value.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(change_at).await;
+            admin.set_secret("kv1", "secret1", &v).await.unwrap();
+            tokio::time::Instant::now()
+        })
+    };
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let attrs = attrs.clone();
+            let secrets = secrets.clone();
+            let dir = env.dir.path().to_owned();
+            let want = new_value.clone().into_bytes();
+            tokio::spawn(async move {
+                let phase = period.mul_f64(i as f64 / n as f64);
+                let (mut refreshes, mut failed, mut seen) = (0usize, 0usize, None);
+                let mut next = start + phase;
+                while next < start + run {
+                    tokio::time::sleep_until(next).await;
+                    let req = mount_request(attrs.clone(), Some(&secrets), &dir);
+                    refreshes += 1;
+                    match tokio::time::timeout(Duration::from_secs(60), client.mount(req)).await {
+                        Ok(Ok(r)) => {
+                            let new = r
+                                .into_inner()
+                                .files
+                                .iter()
+                                .any(|f| f.path == "secret1" && f.contents == want);
+                            if new && seen.is_none() {
+                                seen = Some(tokio::time::Instant::now());
+                            }
+                        }
+                        _ => failed += 1,
+                    }
+                    next += period;
+                }
+                (refreshes, failed, seen)
+            })
+        })
+        .collect();
+    let (mut refreshes, mut failed, mut seen_all) = (0, 0, Some(start));
+    for t in tasks {
+        let (r, f, seen) = t.await.unwrap();
+        refreshes += r;
+        failed += f;
+        seen_all = match (seen_all, seen) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    let changed = changer.await.unwrap();
+    let got = gets(&admin).await;
+    RotationRun {
+        gets_per_object_per_poll: got as f64 / CLASS.len() as f64 / 2.0,
+        slowest: seen_all.map(|s| s.saturating_duration_since(changed)),
+        refreshes,
+        failed,
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -152,6 +269,63 @@ async fn main() {
                     ms(w.p99)
                 );
             }
+        }
+    }
+
+    let poll = Duration::from_millis(
+        std::env::var("BENCH_ROTATION_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4000),
+    );
+    println!();
+    println!(
+        "Rotation: N pods sharing one class and identity refresh every poll/2 (poll {:.1} s) for \
+         two poll intervals; the secret changes at 0.75 poll. Provider --cache-ttl at its \
+         default (2m) unless off. Bound with max age: the last pod has the change within one poll.",
+        poll.as_secs_f64()
+    );
+    println!();
+    println!(
+        "| N | cache | max age | refreshes | failed | KV GETs per object per poll interval | last pod has the change after |"
+    );
+    println!("|---:|---|---|---:|---:|---:|---|");
+    for n in [10usize, 100, 1000].into_iter().filter(|n| *n <= max_n) {
+        let modes: &[(&str, Duration, Option<Duration>)] = &[
+            ("ttl 2m", Duration::from_secs(120), Some(poll / 2)),
+            ("ttl 2m", Duration::from_secs(120), None),
+            ("off", Duration::ZERO, Some(poll / 2)),
+        ];
+        for (label, ttl, max_age) in modes {
+            if ttl.is_zero() && n > 100 {
+                continue;
+            }
+            let ttl = *ttl;
+            let env = Arc::new(
+                Env::start_with(&seed("[]", "none"), |c| {
+                    c.cache_ttl = ttl;
+                    c.keyvault.call_timeout = Duration::from_secs(60);
+                })
+                .await,
+            );
+            let mut clients = Vec::with_capacity(CHANNELS);
+            for _ in 0..CHANNELS.min(n) {
+                clients.push(connect(&env.sock).await);
+            }
+            let r = rotation_run(&env, &clients, n, poll, *max_age).await;
+            println!(
+                "| {n} | {label} | {} | {} | {} | {:.1} | {} |",
+                max_age.map_or("none".to_owned(), |m| format!("{:.1} s", m.as_secs_f64())),
+                r.refreshes,
+                r.failed,
+                r.gets_per_object_per_poll,
+                r.slowest
+                    .map_or("not within the run".to_owned(), |d| format!(
+                        "{:.2} s ({:.2} poll)",
+                        d.as_secs_f64(),
+                        d.as_secs_f64() / poll.as_secs_f64()
+                    )),
+            );
         }
     }
 }

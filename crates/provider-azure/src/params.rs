@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sensitive::SecretString;
 use serde::Deserialize;
@@ -19,6 +20,9 @@ pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub const SA_TOKENS_ATTRIBUTE: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+/// The driver attribute bounding how old cached "latest" answers may be (a Go duration; our
+/// driver sets it on rotation to half its poll interval; upstream drivers never send it).
+pub const MAX_AGE_ATTRIBUTE: &str = "secrets-store.csi.k8s.io/maxAge";
 
 /// A parameter problem; the text is what the user sees (after `failed to mount objects, error: `).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -192,6 +196,9 @@ pub struct MountParams {
     pub objects: Vec<ObjectSpec>,
     /// SecretProviderClass name, when the driver passes it (logs only).
     pub class_name: Option<String>,
+    /// [`MAX_AGE_ATTRIBUTE`]: cached "latest" answers older than this are fetched again
+    /// (`None`: the whole `--cache-ttl`).
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +350,12 @@ impl MountParams {
             .or_else(|| attrs.get("csi.storage.k8s.io/secretProviderClass"))
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
+        let max_age = match attrs.get(MAX_AGE_ATTRIBUTE).map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(v) => Some(daemon::duration::parse_go_duration(v).map_err(|e| {
+                ParamError::Parameter(format!("failed to parse {MAX_AGE_ATTRIBUTE}: {e}"))
+            })?),
+        };
         Ok(Self {
             pod_name,
             pod_namespace,
@@ -353,6 +366,7 @@ impl MountParams {
             identity,
             objects,
             class_name,
+            max_age,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! One `Mount`: parameters → credential → Key Vault → files. With `--cache-ttl` above zero,
 //! tokens come from a shared [`TokenCache`] and Key Vault answers from a principal-scoped,
 //! coalescing [`CachingConnector`] (issue 7); with 0 every mount fetches everything, as upstream.
+//! A mount carrying the driver's `secrets-store.csi.k8s.io/maxAge` gets "latest" answers no older
+//! than that (rotation, issue 15); pinned versions stay cached.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -238,7 +240,8 @@ impl Provider {
             Some(c) => {
                 let principal = principal(params, credential.as_ref(), c).await;
                 let credential = c.tokens.wrap(credential, principal.clone());
-                c.objects.connect_as(&vault_url, credential, principal)
+                c.objects
+                    .connect_as(&vault_url, credential, principal, params.max_age)
             }
             None => self.connector.connect(&vault_url, credential),
         };

@@ -198,6 +198,72 @@ async fn new_version_is_picked_up_after_the_ttl() {
     assert_eq!(v2.object_version[0].version, new_version);
 }
 
+/// Issue 15: with the default TTL (2m), a mount carrying the driver's
+/// `secrets-store.csi.k8s.io/maxAge` reads a new version as soon as the cached answer is older
+/// than that, while mounts without it keep the cached one; 100 such mounts at once share one GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drivers_max_age_bounds_cached_latest_answers() {
+    let env = start(Duration::from_secs(120)).await;
+    let admin = env.emu.admin();
+    let objs = objects(&[SECRET1]);
+    let secrets = sp_secrets(SP, SP_SECRET);
+    let with_max_age = |max_age: Option<&str>| {
+        let mut p = vec![("objects", objs.as_str())];
+        if let Some(m) = max_age {
+            p.push(("secrets-store.csi.k8s.io/maxAge", m));
+        }
+        mount_request(env.attrs(&p), Some(&secrets), env.dir.path())
+    };
+    let mut client = connect(&env.sock).await;
+    let v1 = client
+        .mount(with_max_age(Some("1s")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v1.files[0].contents, SEEDED_SECRET.as_bytes());
+    admin.set_secret("kv1", "secret1", "rotated").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin.reset_counters().await.unwrap();
+
+    // No max age (an upstream driver, or rotation off): the TTL stands.
+    let cached = client.mount(with_max_age(None)).await.unwrap().into_inner();
+    assert_eq!(cached.files[0].contents, SEEDED_SECRET.as_bytes());
+    // A young-enough answer is served to a max-age mount too.
+    let young = client
+        .mount(with_max_age(Some("1m")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(young.files[0].contents, SEEDED_SECRET.as_bytes());
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 0);
+
+    // Older than the max age: 100 mounts at once, one GET, all see the new version.
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let mut c = client.clone();
+            let req = with_max_age(Some("1s"));
+            tokio::spawn(async move { c.mount(req).await.map(tonic::Response::into_inner) })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().files[0].contents, b"rotated");
+    }
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 1);
+    // ... and the refreshed entry serves mounts without a max age from then on.
+    let after = client.mount(with_max_age(None)).await.unwrap().into_inner();
+    assert_eq!(after.files[0].contents, b"rotated");
+    assert_eq!(count(&admin, "GetSecret", Some(200)).await, 1);
+
+    // A malformed value is an invalid parameter that names the key.
+    let e = client.mount(with_max_age(Some("soon"))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("secrets-store.csi.k8s.io/maxAge"),
+        "{}",
+        e.message()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_off_fetches_on_every_mount_as_upstream() {
     let env = start(Duration::ZERO).await;

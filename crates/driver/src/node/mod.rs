@@ -77,7 +77,8 @@ struct Inner {
     /// One lock per target path: kubelet serialises calls per volume, but nothing else does.
     /// An entry lives only while some call holds or waits on it ([`NodeService::release_lock`]).
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-    /// When each mounted volume was last refreshed successfully (rotation gate). Entries go on
+    /// How old, at most, each mounted volume's contents are: the start of its last successful
+    /// provider call less the max age that call asked for (rotation gate). Entries go on
     /// unpublish and when a first mount fails.
     refreshed: Mutex<HashMap<PathBuf, Instant>>,
 }
@@ -274,6 +275,7 @@ impl NodeService {
         provider_out: &mut Option<String>,
     ) -> Result<Published, PublishError> {
         let rotation = self.inner.config.rotation;
+        let max_age = rotation.map(rotation_max_age);
         let mounter = self.inner.mounter.clone();
         let t = target.to_path_buf();
         let mounted = blocking(move || ensure_mount_point(mounter.as_ref(), &t)).await??;
@@ -282,17 +284,22 @@ impl NodeService {
             let Some(interval) = rotation else {
                 return Ok(Published::AlreadyMounted);
             };
-            if self.refreshed_within(target, interval).await? {
+            if self
+                .refreshed_within(target, interval, max_age.unwrap_or_default())
+                .await?
+            {
                 return Ok(Published::RotationSkipped);
             }
         }
 
+        let asked = Instant::now();
         match self
-            .refresh(req, vc, target, timeout, mounted, provider_out)
+            .refresh(req, vc, target, timeout, mounted, max_age, provider_out)
             .await
         {
             Ok(changed) => {
-                self.mark_refreshed(target);
+                let as_of = max_age.map_or(asked, |m| asked.checked_sub(m).unwrap_or(asked));
+                self.mark_refreshed(target, as_of);
                 Ok(if mounted {
                     Published::Refreshed { changed }
                 } else {
@@ -331,6 +338,7 @@ impl NodeService {
     }
 
     /// Class lookup, tmpfs mount (unless `mounted`), provider call and recording.
+    #[allow(clippy::too_many_arguments)]
     async fn refresh(
         &self,
         req: &csi::NodePublishVolumeRequest,
@@ -338,6 +346,7 @@ impl NodeService {
         target: &Path,
         timeout: Duration,
         mounted: bool,
+        max_age: Option<Duration>,
         provider_out: &mut Option<String>,
     ) -> Result<bool, PublishError> {
         let class = self
@@ -371,7 +380,7 @@ impl NodeService {
         }
         let call = MountCall {
             provider: class.spec.provider.clone(),
-            attributes: vc.provider_attributes(&class.spec.parameters)?,
+            attributes: vc.provider_attributes(&class.spec.parameters, max_age)?,
             secrets: volume_context::provider_secrets(&req.secrets)?,
             target_path: req.target_path.clone(),
             permission: volume_context::PROVIDER_PERMISSION.into(),
@@ -481,10 +490,13 @@ impl NodeService {
         Ok(changed)
     }
 
+    /// Whether the contents of `target` are younger than `interval` (no refresh due). After a
+    /// driver restart the target's mtime, less `max_age`, stands for their age.
     async fn refreshed_within(
         &self,
         target: &Path,
         interval: Duration,
+        max_age: Duration,
     ) -> Result<bool, PublishError> {
         let last = self
             .inner
@@ -504,18 +516,18 @@ impl NodeService {
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|mtime| SystemTime::now().duration_since(mtime).ok())
-                    .is_some_and(|age| age < interval)
+                    .is_some_and(|age| age.saturating_add(max_age) < interval)
             })
         })
         .await
     }
 
-    fn mark_refreshed(&self, target: &Path) {
+    fn mark_refreshed(&self, target: &Path, as_of: Instant) {
         self.inner
             .refreshed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(target.to_path_buf(), Instant::now());
+            .insert(target.to_path_buf(), as_of);
     }
 
     fn forget_refreshed(&self, target: &Path) {
@@ -556,6 +568,16 @@ impl NodeService {
         }
         result
     }
+}
+
+/// The max age the driver asks of cached answers while rotation polls every `interval`: half of
+/// it. Contents fetched at `t` then show the vault as of `t - interval/2` or later, and a volume
+/// is refreshed at the first republish once they may be `interval` old, so a change made at `T`
+/// is in the files by `T + interval + one kubelet republish period`; meanwhile a provider cache
+/// shared by every pod fetches each object about twice per interval, however many pods there are
+/// (issue 15).
+pub(crate) fn rotation_max_age(interval: Duration) -> Duration {
+    interval / 2
 }
 
 /// Runs `f` on the blocking pool: every file-system call of the publish path goes through here

@@ -81,7 +81,7 @@ fn check(
 
     // Attributes: parameters, then the context (without the tokens), then the tokens.
     let attrs_json = vc
-        .provider_attributes(parameters)
+        .provider_attributes(parameters, None)
         .expect("string maps encode");
     let attrs: BTreeMap<String, String> =
         serde_json::from_str(attrs_json.expose()).expect("the attributes are a JSON string map");

@@ -392,3 +392,18 @@ fn fuzz_regression_json_type_errors_do_not_quote_secrets() {
     // Syntax errors keep serde's text (it quotes nothing).
     assert!(err(&attrs(&[]), "{").contains("EOF while parsing"));
 }
+
+/// Issue 15: the driver's freshness bound for cached "latest" answers (absent: the whole TTL).
+#[test]
+fn max_age_attribute() {
+    assert_eq!(MountParams::parse(&attrs(&[]), SP).unwrap().max_age, None);
+    let p = MountParams::parse(&attrs(&[(MAX_AGE_ATTRIBUTE, "1m30s")]), SP).unwrap();
+    assert_eq!(p.max_age, Some(Duration::from_secs(90)));
+    let p = MountParams::parse(&attrs(&[(MAX_AGE_ATTRIBUTE, "500ms")]), SP).unwrap();
+    assert_eq!(p.max_age, Some(Duration::from_millis(500)));
+    let e = err(&attrs(&[(MAX_AGE_ATTRIBUTE, "soon")]), SP);
+    assert!(
+        e.starts_with("failed to parse secrets-store.csi.k8s.io/maxAge: invalid duration"),
+        "{e}"
+    );
+}
