@@ -7,6 +7,7 @@
 //! - [`error::render`]: an error and its causes as one line, for statuses, events and logs;
 //! - [`endpoint::parse_endpoint`]: `unix://` / `tcp://` endpoints, by upstream's rules;
 //! - [`logging::init`]: text or JSON lines on stderr, klog-style `-v`;
+//! - [`runtime::build`]: the tokio runtime, a few workers whatever the core count;
 //! - [`http::serve`]: the `/metrics` and `/healthz` servers, drained on shutdown;
 //! - [`signal::shutdown`]: resolves on SIGTERM or SIGINT;
 //! - [`uds::bind_private`]: a unix socket only its owner can connect to;
@@ -18,6 +19,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod runtime;
 pub mod signal;
 pub mod uds;
 

@@ -93,6 +93,9 @@ pub struct DriverArgs {
     /// Use a plain directory instead of tmpfs (no privileges needed; secrets land on disk).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     pub no_tmpfs: bool,
+    /// Async worker threads (0: 2, whatever the core count; fs work runs on the blocking pool).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
     /// Without a command the driver runs as the CSI node plugin.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -16,9 +16,12 @@ const VERBOSITY: daemon::logging::Verbosity = daemon::logging::Verbosity {
     trace_from: 6,
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = DriverArgs::parse_from(daemon::normalize_args(std::env::args()));
+    daemon::runtime::build(args.worker_threads)?.block_on(run(args))
+}
+
+async fn run(args: DriverArgs) -> anyhow::Result<()> {
     if args.version {
         let v = serde_json::json!({ "BuildVersion": driver::VERSION, "GitCommit": option_env!("GIT_COMMIT").unwrap_or(""), "BuildDate": option_env!("BUILD_DATE").unwrap_or("") });
         #[allow(clippy::print_stdout)]

@@ -97,6 +97,10 @@ pub struct Args {
     pub workload_identity_issuers: Vec<String>,
 }
 
+    /// Async worker threads (0: 2, whatever the core count; the work is mostly waiting on Key
+    /// Vault).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 /// An issuer URL: https, no query or fragment.
 fn parse_issuer(s: &str) -> Result<String, String> {
     let s = s.trim();

@@ -10,12 +10,24 @@ const VERBOSITY: daemon::logging::Verbosity = daemon::logging::Verbosity {
     trace_from: 5,
 };
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = match Args::try_parse_from(normalize_args(std::env::args())) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    match daemon::runtime::build(args.worker_threads) {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("cannot start the async runtime: {e}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::process::ExitCode {
     if args.version {
         #[allow(clippy::print_stdout)]
         {
