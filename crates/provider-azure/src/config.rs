@@ -95,12 +95,12 @@ pub struct Args {
     /// all pods of one service account share one Entra token. Empty: one token per pod token.
     #[arg(long, value_delimiter = ',', value_parser = parse_issuer)]
     pub workload_identity_issuers: Vec<String>,
-}
-
     /// Async worker threads (0: 2, whatever the core count; the work is mostly waiting on Key
     /// Vault).
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
+}
+
 /// An issuer URL: https, no query or fragment.
 fn parse_issuer(s: &str) -> Result<String, String> {
     let s = s.trim();
