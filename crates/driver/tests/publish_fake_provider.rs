@@ -326,6 +326,53 @@ fn mtime(p: &Path) -> anyhow::Result<(i64, i64)> {
     Ok((m.mtime(), m.mtime_nsec()))
 }
 
+/// Issue 15: with rotation on, every provider call carries `secrets-store.csi.k8s.io/maxAge`
+/// (half the poll interval), and a volume is refreshed once its contents may be one interval old,
+/// counting from the start of the last call less that max age: about every half interval.
+#[tokio::test]
+async fn rotation_asks_for_half_the_interval_and_refreshes_every_half_interval()
+-> anyhow::Result<()> {
+    let interval = Duration::from_millis(1200);
+    let e = env(Some(interval), 4 << 20).await?;
+    e.fake.state.set(files("v1", "v1"));
+    let target = kubelet_target(&e.root, "uid-m", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context("kv", "web", "default", "uid-m", "default", None);
+    let req = || publish_request("csi-m", &target, ctx.clone());
+    let started = std::time::Instant::now();
+    assert_eq!(e.svc.publish(req(), T).await?, Published::Mounted);
+    assert_eq!(e.svc.publish(req(), T).await?, Published::RotationSkipped);
+    assert_eq!(e.fake.state.calls(), 1);
+    tokio::time::sleep(
+        (interval / 2 + Duration::from_millis(200)).saturating_sub(started.elapsed()),
+    )
+    .await;
+    assert_eq!(
+        e.svc.publish(req(), T).await?,
+        Published::Refreshed { changed: false }
+    );
+    for call in e.fake.state.seen() {
+        let attrs: BTreeMap<String, String> = serde_json::from_str(&call.attributes)?;
+        assert_eq!(attrs["secrets-store.csi.k8s.io/maxAge"], "600ms");
+    }
+
+    // Rotation off: no max age (the provider's TTL applies).
+    let e = env(None, 4 << 20).await?;
+    e.fake.state.set(files("v1", "v1"));
+    let target = kubelet_target(&e.root, "uid-n", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context("kv", "web", "default", "uid-n", "default", None);
+    assert_eq!(
+        e.svc
+            .publish(publish_request("csi-n", &target, ctx), T)
+            .await?,
+        Published::Mounted
+    );
+    let attrs: BTreeMap<String, String> = serde_json::from_str(&e.fake.state.seen()[0].attributes)?;
+    assert!(!attrs.contains_key("secrets-store.csi.k8s.io/maxAge"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyhow::Result<()> {
     let logs = logs::capture();
