@@ -47,6 +47,28 @@ pub(crate) struct FaultRule {
     pub(crate) window: Option<(std::time::Instant, u32)>,
 }
 
+impl FaultRule {
+    fn matches(&self, op: &str, vault: &str) -> bool {
+        (self.route == "*" || self.route.eq_ignore_ascii_case(op))
+            && self
+                .vault
+                .as_ref()
+                .is_none_or(|v| v.eq_ignore_ascii_case(vault))
+    }
+}
+
+fn latency_of(faults: &[FaultRule], op: &str, vault: &str) -> Duration {
+    faults
+        .iter()
+        .filter(|r| r.matches(op, vault))
+        .filter_map(|r| match r.fault {
+            Fault::Latency { ms } => Some(Duration::from_millis(ms)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
 /// What a fault check tells the request handler to do.
 pub(crate) enum FaultAction {
     None,
@@ -137,24 +159,15 @@ impl Telemetry {
     pub(crate) fn clear_faults(&self) {
         lock(&self.faults).clear();
     }
+    /// The latency injected on `op` (the largest matching rule), consuming nothing.
+    pub(crate) fn latency(&self, op: &str, vault: &str) -> Duration {
+        latency_of(&lock(&self.faults), op, vault)
+    }
     /// Consumes a matching counted fault; returns latency to add and the action.
     pub(crate) fn check(&self, op: &str, vault: &str) -> (Duration, FaultAction) {
         let mut faults = lock(&self.faults);
-        let matches = |r: &FaultRule| {
-            (r.route == "*" || r.route.eq_ignore_ascii_case(op))
-                && r.vault
-                    .as_ref()
-                    .is_none_or(|v| v.eq_ignore_ascii_case(vault))
-        };
-        let latency = faults
-            .iter()
-            .filter(|r| matches(r))
-            .filter_map(|r| match r.fault {
-                Fault::Latency { ms } => Some(Duration::from_millis(ms)),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_default();
+        let matches = |r: &FaultRule| r.matches(op, vault);
+        let latency = latency_of(&faults, op, vault);
         let mut action = FaultAction::None;
         let now = std::time::Instant::now();
         for r in faults.iter_mut().filter(|r| matches(r)) {

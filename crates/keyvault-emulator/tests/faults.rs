@@ -287,3 +287,62 @@ async fn a_wildcard_latency_delays_every_route_and_a_named_one_only_its_own() {
         "the token endpoint is delayed too"
     );
 }
+
+/// Connections are round trips too: each TCP connection (`Connect`, `ImdsConnect`,
+/// `NmiConnect`) and TLS handshake (`TlsHandshake`) is counted, and a latency on its name (or
+/// `*`) delays the first request of a new connection only.
+#[tokio::test]
+async fn connections_are_counted_and_delayed_once() {
+    let emu = emulator().await;
+    let admin = emu.admin();
+    let http = client(&emu, &[]);
+    let imds = format!(
+        "{}/metadata/identity/oauth2/token?resource={}",
+        emu.imds_url(),
+        emu.resource()
+    );
+    let jwks = format!("{}{TENANT}/discovery/v2.0/keys", emu.authority_url());
+    let count = |op: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .request_count(CounterFilter::operation(op))
+                .await
+                .expect("counters")
+        }
+    };
+    inject(
+        &emu,
+        r#"{"route":"Connect","fault":{"kind":"latency","ms":200}}"#,
+    )
+    .await;
+    inject(
+        &emu,
+        r#"{"route":"TlsHandshake","fault":{"kind":"latency","ms":200}}"#,
+    )
+    .await;
+    inject(
+        &emu,
+        r#"{"route":"ImdsConnect","fault":{"kind":"latency","ms":200}}"#,
+    )
+    .await;
+    let timed = |req: reqwest::RequestBuilder| async move {
+        let start = Instant::now();
+        assert_eq!(call(req).await.map(|c| c.0), Some(200));
+        start.elapsed()
+    };
+    let first = timed(http.get(&jwks)).await;
+    assert!(first >= Duration::from_millis(400), "TCP + TLS: {first:?}");
+    let again = timed(http.get(&jwks)).await;
+    assert!(
+        again < Duration::from_millis(200),
+        "same connection: {again:?}"
+    );
+    let first = timed(http.get(&imds).header("Metadata", "true")).await;
+    assert!(first >= Duration::from_millis(200), "TCP: {first:?}");
+    assert_eq!(count("Connect").await, 1);
+    assert_eq!(count("TlsHandshake").await, 1);
+    assert_eq!(count("ImdsConnect").await, 1);
+    assert_eq!(count("NmiConnect").await, 0);
+    assert_eq!(count("Jwks").await, 2);
+}

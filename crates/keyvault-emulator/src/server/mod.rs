@@ -96,6 +96,15 @@ pub(crate) fn spawn(
         Endpoint::Nmi => (Handler::Nmi, None),
         Endpoint::Admin => (Handler::Admin, None),
     };
+    // Connections are round trips too (TCP's handshake, TLS 1.3's): counted, and delayed by a
+    // latency fault on their name (or `*`), so a client's first request on a new connection
+    // pays what it would over a real network. The admin API's own are neither.
+    let connect_op = match handler {
+        Handler::Https => Some("Connect"),
+        Handler::Imds => Some("ImdsConnect"),
+        Handler::Nmi => Some("NmiConnect"),
+        Handler::Admin => None,
+    };
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
         let mut stopping = stop.clone();
@@ -111,13 +120,20 @@ pub(crate) fn spawn(
             let _ = tcp.set_nodelay(true);
             let (tls, shared, stop) = (tls.clone(), shared.clone(), stop.clone());
             conns.spawn(async move {
+                if let Some(op) = connect_op {
+                    shared.telemetry.count(op, "", 200);
+                    wait_latency(&shared, op).await;
+                }
                 match tls {
                     Some(acceptor) => {
+                        wait_latency(&shared, "TlsHandshake").await;
                         let Ok(Ok(tls)) =
                             tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await
                         else {
+                            shared.telemetry.count("TlsHandshake", "", 0);
                             return;
                         };
+                        shared.telemetry.count("TlsHandshake", "", 200);
                         serve_connection(tls, handler, shared, stop).await;
                     }
                     None => serve_connection(tcp, handler, shared, stop).await,
@@ -128,6 +144,15 @@ pub(crate) fn spawn(
         drop(listener);
         while conns.join_next().await.is_some() {}
     })
+}
+
+/// Waits the latency injected on a connection event (`Connect`, `TlsHandshake`, …); counted
+/// faults are left for requests.
+async fn wait_latency(shared: &Shared, op: &str) {
+    let latency = shared.telemetry.latency(op, "");
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
