@@ -49,7 +49,7 @@ pub fn run(data: &[u8]) {
 pub fn check(attrs_json: &str, secrets_json: &str) {
     let result = MountParams::parse(attrs_json, secrets_json);
     let attrs: Option<BTreeMap<String, String>> = serde_json::from_str(attrs_json).ok();
-    let secret_values = secrets_in(attrs.as_ref(), attrs_json);
+    let secret_values = secrets_in(attrs.as_ref(), attrs_json, secrets_json);
     match result {
         Err(e) => {
             let msg = e.to_string();
@@ -74,16 +74,29 @@ pub fn check(attrs_json: &str, secrets_json: &str) {
     }
 }
 
-/// The canaries that are secret in this input: present only where a secret goes.
-fn secrets_in(attrs: Option<&BTreeMap<String, String>>, attrs_json: &str) -> Vec<String> {
+/// The canaries that are secret in this input: present only where a secret goes (the fuzzer
+/// copies them elsewhere too, e.g. into a client id, where showing them is right).
+fn secrets_in(
+    attrs: Option<&BTreeMap<String, String>>,
+    attrs_json: &str,
+    secrets_json: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
-    if !attrs_json.contains(CANARY_CLIENT_SECRET) {
+    let secrets: Option<BTreeMap<String, String>> = serde_json::from_str(secrets_json).ok();
+    let client_secret_only = secrets.as_ref().is_none_or(|m| {
+        !m.iter().any(|(k, v)| {
+            k.contains(CANARY_CLIENT_SECRET)
+                || (!k.eq_ignore_ascii_case("clientsecret") && v.contains(CANARY_CLIENT_SECRET))
+        })
+    });
+    if !attrs_json.contains(CANARY_CLIENT_SECRET) && client_secret_only {
         out.push(CANARY_CLIENT_SECRET.to_owned());
     }
     if let Some(attrs) = attrs {
-        let elsewhere = attrs.iter().any(|(k, v)| {
-            k.contains(CANARY_TOKEN) || (k != SA_TOKENS_ATTRIBUTE && v.contains(CANARY_TOKEN))
-        });
+        let elsewhere = secrets_json.contains(CANARY_TOKEN)
+            || attrs.iter().any(|(k, v)| {
+                k.contains(CANARY_TOKEN) || (k != SA_TOKENS_ATTRIBUTE && v.contains(CANARY_TOKEN))
+            });
         if !elsewhere {
             out.push(CANARY_TOKEN.to_owned());
         }

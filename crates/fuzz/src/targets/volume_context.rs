@@ -3,18 +3,19 @@
 //! provider's parse of exactly that JSON.
 //!
 //! Input: a mode byte; even = raw (`context JSON \0 secrets JSON \0 class parameters JSON`,
-//! each a string map), odd = structured (kubelet's keys with plausible or arbitrary values).
+//! each a string map), odd = structured (kubelet's keys with plausible or arbitrary values); a
+//! mode byte ≥ 0x80 also passes a rotation interval (`maxAge`).
 //!
 //! Checks: no panic; `parse` succeeds exactly when the class and the pod's name, namespace and
 //! uid are present; `Debug` never shows the tokens; the attributes are the class parameters with
-//! every context key laid over them and the tokens (from `secrets` first) last; the secrets JSON
-//! is `null` or exactly the secrets; then [`super::params::check`] on the pair.
+//! every context key laid over them, the tokens (from `secrets` first), then `maxAge`; the
+//! secrets JSON is `null` or exactly the secrets; then [`super::params::check`] on the pair.
 
 use std::collections::{BTreeMap, HashMap};
 
 use driver::volume_context::{
-    self, EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SECRET_PROVIDER_CLASS, SERVICE_ACCOUNT_NAME,
-    SERVICE_ACCOUNT_TOKENS, VolumeContext,
+    self, EPHEMERAL, MAX_AGE, POD_NAME, POD_NAMESPACE, POD_UID, SECRET_PROVIDER_CLASS,
+    SERVICE_ACCOUNT_NAME, SERVICE_ACCOUNT_TOKENS, VolumeContext,
 };
 
 use crate::input::{Gen, split};
@@ -24,6 +25,8 @@ pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
+    // The rotation interval the driver passes as `maxAge` (from the mode byte's high bits).
+    let max_age = (mode & 0x80 != 0).then(|| std::time::Duration::from_millis(u64::from(mode)));
     let (context, secrets, parameters) = if mode % 2 == 0 {
         let (c, rest) = split(rest, 0);
         let (s, p) = split(rest, 0);
@@ -41,13 +44,14 @@ pub fn run(data: &[u8]) {
     } else {
         structured(&mut Gen::new(rest))
     };
-    check(&context, &secrets, &parameters);
+    check(&context, &secrets, &parameters, max_age);
 }
 
 fn check(
     context: &HashMap<String, String>,
     secrets: &HashMap<String, String>,
     parameters: &BTreeMap<String, String>,
+    max_age: Option<std::time::Duration>,
 ) {
     let valid = context
         .get(SECRET_PROVIDER_CLASS)
@@ -81,7 +85,7 @@ fn check(
 
     // Attributes: parameters, then the context (without the tokens), then the tokens.
     let attrs_json = vc
-        .provider_attributes(parameters, None)
+        .provider_attributes(parameters, max_age)
         .expect("string maps encode");
     let attrs: BTreeMap<String, String> =
         serde_json::from_str(attrs_json.expose()).expect("the attributes are a JSON string map");
@@ -97,6 +101,9 @@ fn check(
         .filter(|t| !t.is_empty());
     if let Some(t) = tokens {
         want.insert(SERVICE_ACCOUNT_TOKENS.into(), t.clone());
+    }
+    if let Some(m) = max_age {
+        want.insert(MAX_AGE.into(), format!("{}ms", m.as_millis()));
     }
     assert_eq!(attrs, want, "provider attributes");
 
