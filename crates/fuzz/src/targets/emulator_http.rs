@@ -551,9 +551,26 @@ async fn send(r: &Running, req: Req) {
         Endpoint::Nmi => emu.nmi_url().trim_end_matches('/').to_owned(),
         Endpoint::Admin => emu.admin_url().trim_end_matches('/').to_owned(),
     };
-    let Ok(mut url) = reqwest::Url::parse(&format!("{base}{}", req.path)) else {
+    let path: String = format!("/{}", req.path.trim_start_matches('/'))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '?' | '#' | '%') {
+                c.to_string()
+            } else {
+                seg(&c.to_string())
+            }
+        })
+        .collect();
+    let Ok(mut url) = reqwest::Url::parse(&format!("{base}{path}")) else {
         return;
     };
+    // Only the emulator's own listeners (an arbitrary path must not turn into a host).
+    let Ok(expected) = reqwest::Url::parse(&base) else {
+        return;
+    };
+    if url.host_str() != expected.host_str() || url.port() != expected.port() {
+        return;
+    }
     if !req.query.is_empty() {
         url.query_pairs_mut().extend_pairs(&req.query);
     }
