@@ -265,6 +265,10 @@ async fn a_wildcard_latency_delays_every_route_and_a_named_one_only_its_own() {
     )
     .await;
     assert!(timed(http.get(&get).bearer_auth(&t)).await >= delay);
+    // the unauthenticated challenge probe is a round trip too
+    let start = Instant::now();
+    assert_eq!(call(http.get(&get)).await.map(|c| c.0), Some(401));
+    assert!(start.elapsed() >= delay, "the probe is delayed");
     assert!(timed(http.get(&imds).header("Metadata", "true")).await < delay);
     emu.admin().clear_faults().await.expect("clear");
 

@@ -112,6 +112,8 @@ pub(super) async fn handle(
         );
         return Ok(kv_response(e.status, &e.body(), crid));
     };
+    // Every request is a round trip, the unauthenticated challenge probe included.
+    fault::delay(&shared.telemetry, op, &vault_name).await;
     let (tenant, access) = match shared.store.read().ok().and_then(|s| {
         s.vault(&vault_name)
             .map(|v| (v.tenant.clone(), v.access.clone()))
@@ -230,8 +232,7 @@ pub(super) async fn handle(
             )
         };
         kv_response(status, &e.body(), crid)
-    })
-    .await?;
+    })?;
     if let Some(r) = injected {
         return Ok(r);
     }

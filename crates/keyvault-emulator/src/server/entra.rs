@@ -49,10 +49,11 @@ pub(super) async fn handle(
 ) -> Result<Resp, DropConnection> {
     let path = req.uri().path().to_string();
     let segs = path_segments(&path);
-    if let Some(op) = operation(req.method().as_str(), &segs)
-        && let Some(r) = fault::apply(&shared.telemetry, op, "", fault_response).await?
-    {
-        return Ok(r);
+    if let Some(op) = operation(req.method().as_str(), &segs) {
+        fault::delay(&shared.telemetry, op, "").await;
+        if let Some(r) = fault::apply(&shared.telemetry, op, "", fault_response)? {
+            return Ok(r);
+        }
     }
     Ok(route(shared, req, &path, &segs).await)
 }

@@ -1,26 +1,33 @@
-//! The one fault check every route goes through: the data plane (after authentication), Entra ID
-//! (`Token`, `InstanceDiscovery`, `OpenIdConfiguration`, `Jwks`), IMDS (`Imds`) and NMI (`Nmi`),
-//! each once the request is a well-formed call of its route, so a counted fault is consumed by a
-//! real call and never by a probe the client expects to fail.
+//! The one fault check every route goes through: the data plane, Entra ID (`Token`,
+//! `InstanceDiscovery`, `OpenIdConfiguration`, `Jwks`), IMDS (`Imds`) and NMI (`Nmi`). Latency
+//! applies to every request of the route as it arrives ([`delay`]); counted faults
+//! ([`apply`]) once the request is a well-formed call (on the data plane: authenticated), so they
+//! are consumed by real calls and never by a probe the client expects to fail.
 
 use super::http::set_header;
 use super::{DropConnection, Resp};
 use crate::admin::{FaultAction, Telemetry};
 
-/// Applies the faults injected on `op` (and `vault`, empty outside the data plane): waits the
-/// injected latency, then either lets the request proceed (`Ok(None)`), answers it with
-/// `render(status)` plus `Retry-After` when throttled (`Ok(Some(..))`, counted), or drops the
-/// connection (`Err`, counted with status 0).
-pub(super) async fn apply(
+/// Waits the latency injected on `op` (and `vault`, empty outside the data plane). Every request
+/// of a route pays it, a probe the client expects to fail included: it is a round trip too.
+pub(super) async fn delay(telemetry: &Telemetry, op: &str, vault: &str) {
+    let latency = telemetry.latency(op, vault);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
+/// Applies the counted faults injected on `op` (and `vault`) to a well-formed call (its latency
+/// was waited by [`delay`] when the request arrived): either lets the request proceed
+/// (`Ok(None)`), answers it with `render(status)` plus `Retry-After` when throttled
+/// (`Ok(Some(..))`, counted), or drops the connection (`Err`, counted with status 0).
+pub(super) fn apply(
     telemetry: &Telemetry,
     op: &'static str,
     vault: &str,
     render: impl FnOnce(u16) -> Resp,
 ) -> Result<Option<Resp>, DropConnection> {
-    let (latency, action) = telemetry.check(op, vault);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    let (_, action) = telemetry.check(op, vault);
     match action {
         FaultAction::None => Ok(None),
         FaultAction::Drop => {

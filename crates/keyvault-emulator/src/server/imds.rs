@@ -54,6 +54,7 @@ pub(super) async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Resp, DropConnection> {
+    fault::delay(&shared.telemetry, "Imds", "").await;
     let q = query_map(&req);
     let err = |status: u16, error: &str, desc: &str| {
         shared.telemetry.count("Imds", "", status);
@@ -84,7 +85,7 @@ pub(super) async fn handle(
         );
     };
     // A well-formed call (the header and resource a probe may lack): the route's faults apply.
-    if let Some(r) = fault::apply(&shared.telemetry, "Imds", "", fault_response).await? {
+    if let Some(r) = fault::apply(&shared.telemetry, "Imds", "", fault_response)? {
         return Ok(r);
     }
     if q.contains_key("mi_res_id") || q.contains_key("msi_res_id") || q.contains_key("object_id") {

@@ -21,6 +21,7 @@ pub(super) async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Resp, DropConnection> {
+    fault::delay(&shared.telemetry, "Nmi", "").await;
     let q = query_map(&req);
     let text = |status: u16, msg: &str| {
         shared.telemetry.count("Nmi", "", status);
@@ -38,8 +39,7 @@ pub(super) async fn handle(
     // A well-formed call: the route's faults apply.
     let injected = fault::apply(&shared.telemetry, "Nmi", "", |status| {
         text_response(status, "failed to get token (injected by the emulator)")
-    })
-    .await?;
+    })?;
     if let Some(r) = injected {
         return Ok(r);
     }
