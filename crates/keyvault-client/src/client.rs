@@ -45,8 +45,9 @@ pub struct ClientOptions {
     /// it fails; such waits do not use up `retry`.
     pub throttle_budget: Duration,
     /// Remember each vault's challenge scope across the connector's clients, so that only the
-    /// first client of a vault sends the unauthenticated probe (default true; false = a probe
-    /// per client, as upstream's per-mount clients).
+    /// first client of a vault sends the unauthenticated probe, and none does when the cloud
+    /// configuration names the resource ([`Connector::configure_resource`]) (default true;
+    /// false = a probe per client, as upstream's per-mount clients).
     pub share_challenge_scope: bool,
 }
 
@@ -130,6 +131,20 @@ impl HttpConnector {
 }
 
 impl Connector for HttpConnector {
+    /// With `share_challenge_scope`, the vault's clients ask for a token for
+    /// `<resource>/.default` before their first request (no unauthenticated probe). Should the
+    /// vault still answer 401 with a challenge naming another resource, the challenge wins as
+    /// before: it is verified, a token for its scope fetched and the request sent again.
+    fn configure_resource(&self, vault_url: &Url, resource: &str) {
+        let resource = resource.trim_end_matches('/');
+        if !self.options.share_challenge_scope || resource.is_empty() {
+            return;
+        }
+        self.vaults
+            .get(&vault_key(vault_url), self.options.pacing)
+            .set_scope_if_unknown(&format!("{resource}/.default"));
+    }
+
     fn connect(&self, vault_url: &Url, credential: Arc<dyn TokenCredential>) -> Arc<dyn KeyVault> {
         let mut kv = HttpKeyVault::new(
             self.http.clone(),
@@ -177,10 +192,7 @@ impl HttpKeyVault {
         credential: Arc<dyn TokenCredential>,
         options: ClientOptions,
     ) -> Self {
-        if !base.path().ends_with('/') {
-            let p = format!("{}/", base.path());
-            base.set_path(&p);
-        }
+        with_trailing_slash(&mut base);
         let base_str = base.to_string();
         Self {
             http,
@@ -379,6 +391,20 @@ impl HttpKeyVault {
             }
         }
     }
+}
+
+fn with_trailing_slash(url: &mut Url) {
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+}
+
+/// The key of a vault's shared state: its base URL as [`HttpKeyVault`] spells it.
+fn vault_key(vault_url: &Url) -> String {
+    let mut base = vault_url.clone();
+    with_trailing_slash(&mut base);
+    base.to_string()
 }
 
 /// An error answer's body, up to [`MAX_ERROR_BYTES`]; empty when longer or unreadable (the

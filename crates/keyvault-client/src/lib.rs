@@ -93,4 +93,13 @@ pub trait Connector: Send + Sync {
         vault_url: &url::Url,
         credential: Arc<dyn TokenCredential>,
     ) -> Arc<dyn KeyVault>;
+
+    /// Tells the connector the vault's Key Vault resource as the cloud configuration names it
+    /// (`https://vault.azure.net`; the Azure Stack environment file's `keyVaultEndpoint`), so
+    /// that its clients may ask for a token for it at once instead of first sending an
+    /// unauthenticated request to learn it from the 401 challenge. A connector that does not
+    /// share what it learns about a vault ignores it (the default).
+    fn configure_resource(&self, vault_url: &url::Url, resource: &str) {
+        let _ = (vault_url, resource);
+    }
 }

@@ -218,6 +218,15 @@ impl VaultShared {
     pub(crate) fn set_scope(&self, scope: &str) {
         *self.scope.lock().unwrap_or_else(PoisonError::into_inner) = Some(scope.to_owned());
     }
+
+    /// Sets the scope unless one is known (a scope learnt from the vault's challenge wins over
+    /// the configured one).
+    pub(crate) fn set_scope_if_unknown(&self, scope: &str) {
+        self.scope
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| scope.to_owned());
+    }
 }
 
 /// Vaults seen by one connector, bounded: beyond this many, entries no client holds are dropped.

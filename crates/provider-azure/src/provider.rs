@@ -234,6 +234,9 @@ impl Provider {
         let url = cloud.vault_url(&params.keyvault_name);
         let vault_url =
             url::Url::parse(&url).map_err(|source| MountError::VaultUrl { url, source })?;
+        // The cloud names the Key Vault resource: no unauthenticated challenge probe (issue 15).
+        self.connector
+            .configure_resource(&vault_url, cloud.key_vault_resource());
         let credential = self.credential(params, &cloud)?;
         tracing::debug!(credential = ?credential.identity(), "mounting");
         let kv = match &self.cache {

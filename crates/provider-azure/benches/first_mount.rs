@@ -1,0 +1,338 @@
+//! First-mount latency with a cold cache, ours against upstream's Go provider, counted and
+//! delayed by keyvault-emulator (issue 15, goal 2).
+//!
+//! Each sample starts a fresh provider process (nothing cached: no token, no vault scope, no
+//! connection), mounts 3 secrets over the unix socket as the driver does (pod identity through
+//! NMI: the one identity upstream's binary can use against the emulator, see
+//! tests/upstream_diff.rs), and stops it. Two network models, 20 ms per round trip:
+//!
+//! - **requests**: 20 ms on every HTTP request (Key Vault, NMI; the emulator's latency fault on
+//!   each route by name), connections free — the round trips the issue counts;
+//! - **requests + connections**: `*`, i.e. also 20 ms per TCP connection and per TLS handshake
+//!   (both are round trips on a real network).
+//!
+//! Prints p50/p99 per (provider, model), the emulator's requests per route per mount (connections
+//! and TLS handshakes included) and ours/upstream ratios.
+//! `cargo bench -p provider-azure --bench first_mount` (`BENCH_SAMPLES`, default 30).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::emu::{MI, TENANT};
+use common::*;
+use keyvault_emulator::{Emulator, EmulatorConfig};
+
+const OBJECTS: usize = 3;
+const RTT_MS: u64 = 20;
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Our provider binary of the same profile (benches get no `CARGO_BIN_EXE_*`): built on demand.
+fn our_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "-p",
+        "provider-azure",
+        "--bin",
+        "secrets-store-provider-azure",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().unwrap().success(),
+        "building the provider binary failed"
+    );
+    profile_dir.join("secrets-store-provider-azure")
+}
+
+/// One provider under test: its binary and extra flags.
+struct Subject {
+    label: &'static str,
+    bin: PathBuf,
+    flags: Vec<String>,
+    upstream: bool,
+}
+
+struct Setup {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    env_file: PathBuf,
+}
+
+/// Starts `subject` on a fresh socket and waits for it.
+fn start(setup: &Setup, subject: &Subject, n: usize) -> (std::process::Child, PathBuf) {
+    let sock = setup.dir.path().join(format!("p{n}.sock"));
+    let mut cmd = Command::new(&subject.bin);
+    cmd.arg(format!("--endpoint=unix://{}", sock.display()))
+        .args(&subject.flags)
+        .env("SSL_CERT_FILE", &setup.ca)
+        .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", setup.emu.imds_url())
+        .env("RUST_LOG", "warn");
+    if subject.upstream {
+        cmd.arg(format!("--healthz-port={}", test_support::free_port()))
+            .arg(format!("--prometheus-port={}", test_support::free_port()));
+    } else {
+        cmd.arg("--healthz-port=0").arg("--prometheus-port=0");
+    }
+    let hosts = test_support::HostsOverride::new(&[(
+        &setup.emu.vault_host("bench"),
+        "127.0.0.1".parse::<IpAddr>().unwrap(),
+    )])
+    .unwrap();
+    let child = hosts
+        .wrap(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not create its socket",
+            subject.label
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, sock)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn attrs(env_file: &Path) -> String {
+    let items: Vec<String> = (0..OBJECTS)
+        .map(|i| format!("objectName: s{i}\nobjectType: secret"))
+        .collect();
+    let refs: Vec<&str> = items.iter().map(String::as_str).collect();
+    driver_attributes(&[
+        ("keyvaultName", "bench"),
+        ("tenantId", TENANT),
+        ("cloudName", "AzureStackCloud"),
+        ("cloudEnvFileName", env_file.to_str().unwrap()),
+        ("usePodIdentity", "true"),
+        ("objects", &objects(&refs)),
+    ])
+}
+
+/// A network model: how the emulator's latency is injected.
+#[derive(Clone, Copy)]
+enum Model {
+    Requests,
+    RequestsAndConnections,
+}
+
+impl Model {
+    fn label(self) -> &'static str {
+        match self {
+            Model::Requests => "requests",
+            Model::RequestsAndConnections => "requests + connections",
+        }
+    }
+    async fn inject(self, emu: &Emulator) {
+        let admin = emu.admin();
+        admin.clear_faults().await.unwrap();
+        let latency = keyvault_emulator::Fault::Latency { ms: RTT_MS };
+        let routes: &[&str] = match self {
+            Model::Requests => &["GetSecret", "Nmi", "Token", "Imds"],
+            Model::RequestsAndConnections => &["*"],
+        };
+        for r in routes {
+            admin.inject_fault(r, latency.clone()).await.unwrap();
+        }
+    }
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    /// Per mount: "operation:status" → count.
+    per_mount: BTreeMap<String, f64>,
+}
+
+async fn measure(setup: &Setup, subject: &Subject, model: Model, samples: usize) -> Figures {
+    model.inject(&setup.emu).await;
+    let admin = setup.emu.admin();
+    let attrs = attrs(&setup.env_file);
+    let mut lat = Vec::with_capacity(samples);
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for n in 0..samples {
+        let (child, sock) = start(setup, subject, n);
+        let mut client = connect(&sock).await;
+        admin.reset_counters().await.unwrap();
+        let t = Instant::now();
+        let resp = client
+            .mount(mount_request(attrs.clone(), None, setup.dir.path()))
+            .await;
+        let took = t.elapsed();
+        stop(child);
+        let _ = std::fs::remove_file(&sock);
+        let resp = resp
+            .unwrap_or_else(|e| panic!("{}: mount failed: {e:?}", subject.label))
+            .into_inner();
+        assert_eq!(resp.files.len(), OBJECTS, "{}", subject.label);
+        lat.push(took);
+        for row in admin.counters().await.unwrap() {
+            *totals
+                .entry(format!("{}:{}", row.operation, row.status))
+                .or_default() += row.count;
+        }
+    }
+    lat.sort();
+    Figures {
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        per_mount: totals
+            .into_iter()
+            .map(|(k, v)| (k, v as f64 / samples as f64))
+            .collect(),
+    }
+}
+
+fn routes(f: &Figures) -> String {
+    f.per_mount
+        .iter()
+        .map(|(k, v)| {
+            if v.fract() == 0.0 {
+                format!("{k}={v}")
+            } else {
+                format!("{k}={v:.2}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let samples: usize = std::env::var("BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let mut seed =
+        format!("tenant: {TENANT}\nvaults:\n  - name: bench\n    access: [{MI}]\n    secrets:\n");
+    for i in 0..OBJECTS {
+        seed.push_str(&format!("      - {{ name: s{i}, value: value-{i} }}\n"));
+    }
+    seed.push_str(&format!(
+        "identities:\n  managed_identities:\n    - {{ client_id: {MI}, default: true }}\n  pod_identities:\n    - {{ namespace: default, pod: app-0, client_id: {MI} }}\n"
+    ));
+    // Built before the emulator takes port 2579, which other tests wait for.
+    let ours = our_binary();
+    // Upstream's NMI address is fixed (localhost:2579); ours defaults to the same.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpListener::bind("127.0.0.1:2579").is_err() {
+        assert!(Instant::now() < deadline, "port 2579 (NMI) stays busy");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let emu = Emulator::start(EmulatorConfig {
+        nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+        ..EmulatorConfig::default().seed_yaml(&seed).unwrap()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem()).unwrap();
+    let env_file = dir.path().join("cloud.json");
+    std::fs::write(&env_file, emu.azure_stack_environment().to_string()).unwrap();
+    let setup = Setup {
+        emu,
+        dir,
+        ca,
+        env_file,
+    };
+
+    let mut subjects = vec![
+        Subject {
+            label: "ours (defaults)",
+            bin: ours.clone(),
+            flags: vec![],
+            upstream: false,
+        },
+        Subject {
+            label: "ours --fetch-concurrency=1",
+            bin: ours.clone(),
+            flags: vec!["--fetch-concurrency=1".into()],
+            upstream: false,
+        },
+        Subject {
+            label: "ours --cache-ttl=0 (upstream's wire)",
+            bin: ours,
+            flags: vec!["--cache-ttl=0".into()],
+            upstream: false,
+        },
+    ];
+    let upstream = test_support::Peer::UpstreamAzureProvider.path();
+    if upstream.exists() {
+        subjects.push(Subject {
+            label: "upstream (Go)",
+            bin: upstream,
+            flags: vec![],
+            upstream: true,
+        });
+    } else {
+        println!(
+            "upstream's provider is not installed ({}): scripts/peers.sh",
+            upstream.display()
+        );
+    }
+
+    println!(
+        "\nFirst mount, cold cache (fresh provider process per sample), {OBJECTS} secrets, pod identity (NMI), {RTT_MS} ms per round trip, {samples} samples"
+    );
+    let mut results: Vec<(&'static str, &'static str, Figures)> = Vec::new();
+    for model in [Model::Requests, Model::RequestsAndConnections] {
+        for s in &subjects {
+            let f = measure(&setup, s, model, samples).await;
+            results.push((model.label(), s.label, f));
+        }
+    }
+    println!("\n| model | provider | p50 ms | p99 ms | p50 / upstream |\n|---|---|---:|---:|---:|");
+    for (model, label, f) in &results {
+        let up = results
+            .iter()
+            .find(|(m, l, _)| m == model && *l == "upstream (Go)")
+            .map(|(_, _, f)| f.p50);
+        let ratio = up
+            .map(|u| format!("{:.2}", f.p50.as_secs_f64() / u.as_secs_f64()))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "| {model} | {label} | {:.1} | {:.1} | {ratio} |",
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "\nEmulator counters per mount (operation:status=count; Connect/TlsHandshake/NmiConnect are connections):"
+    );
+    for (model, label, f) in &results {
+        if *model == Model::Requests.label() {
+            println!("- {label}: {}", routes(f));
+        }
+    }
+    setup.emu.shutdown().await;
+}
