@@ -51,7 +51,10 @@ fn main() -> anyhow::Result<()> {
             .args(std::env::args_os().skip(1))
             .env(IN_NAMESPACE, "1")
             .status()?;
-        anyhow::ensure!(status.success(), "the bench in its mount namespace: {status}");
+        anyhow::ensure!(
+            status.success(),
+            "the bench in its mount namespace: {status}"
+        );
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -110,7 +113,10 @@ fn cleanup(target: &Path, check: fn(&Path) -> std::io::Result<bool>) -> anyhow::
 }
 
 /// Mounts 200 targets, cleans them up one by one with `check`; sorted per-call times.
-fn cleanup_run(root: &Path, check: fn(&Path) -> std::io::Result<bool>) -> anyhow::Result<Vec<Duration>> {
+fn cleanup_run(
+    root: &Path,
+    check: fn(&Path) -> std::io::Result<bool>,
+) -> anyhow::Result<Vec<Duration>> {
     let targets: Vec<PathBuf> = (0..200).map(|i| root.join(format!("t{i}"))).collect();
     for t in &targets {
         std::fs::create_dir_all(t)?;
