@@ -129,7 +129,10 @@ async fn measure(
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sock.exists() {
-        assert!(Instant::now() < deadline, "{name} did not create its socket");
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not create its socket"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -237,7 +240,18 @@ async fn main() {
     .await;
     let upstream_bin = test_support::Peer::UpstreamAzureProvider.path();
     let upstream = if upstream_bin.exists() {
-        Some(measure("upstream", &upstream_bin, &[], &emu, dir.path(), &ca, &attrs).await)
+        Some(
+            measure(
+                "upstream",
+                &upstream_bin,
+                &[],
+                &emu,
+                dir.path(),
+                &ca,
+                &attrs,
+            )
+            .await,
+        )
     } else {
         println!(
             "upstream provider not installed ({}); run `{}`",
