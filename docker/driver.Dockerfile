@@ -1,6 +1,6 @@
 # The Secrets Store CSI node plugin, with the layout `bash scripts/images.sh` writes without a
-# daemon (scripts/lib/rootfs.sh): the release binary as /usr/local/bin/secrets-store-csi-driver,
-# exactly the shared libraries it loads, a CA bundle, /etc/nsswitch.conf, /etc/passwd and /etc/group.
+# daemon (scripts/lib/rootfs.sh): the `dist` binary (fat LTO, size-optimised, glibc static) as /usr/local/bin/secrets-store-csi-driver,
+# exactly the shared libraries it loads (none when static), a CA bundle, /etc/nsswitch.conf, /etc/passwd and /etc/group.
 # No mount tools: the driver calls mount(2) itself, which is also why it runs as root (the chart
 # runs it privileged). Build from the repository root:
 #   docker build -f docker/driver.Dockerfile --build-arg REVISION="$(git rev-parse HEAD)" \
@@ -8,8 +8,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin secrets-store-csi-driver \
- && bash -c 'source scripts/lib/rootfs.sh && rootfs_assemble target/release/secrets-store-csi-driver secrets-store-csi-driver /rootfs'
+RUN triple=$(rustc -vV | sed -n 's/^host: //p') \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist --target "$triple" --locked --bin secrets-store-csi-driver \
+ && bash -c "source scripts/lib/rootfs.sh && rootfs_assemble target/$triple/dist/secrets-store-csi-driver secrets-store-csi-driver /rootfs"
 
 FROM scratch
 # VERSION is the workspace version (Cargo.toml); the images test checks that they agree.

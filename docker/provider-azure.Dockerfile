@@ -1,6 +1,6 @@
 # The Azure Key Vault provider, with the layout `bash scripts/images.sh` writes without a daemon
-# (scripts/lib/rootfs.sh): the release binary as /usr/local/bin/secrets-store-provider-azure,
-# exactly the shared libraries it loads, a CA bundle, /etc/nsswitch.conf, /etc/passwd and
+# (scripts/lib/rootfs.sh): the `dist` binary (fat LTO, size-optimised, glibc static) as /usr/local/bin/secrets-store-provider-azure,
+# exactly the shared libraries it loads (none when static), a CA bundle, /etc/nsswitch.conf, /etc/passwd and
 # /etc/group; no shell. It runs as non-root (65532) by default. The chart runs it as UID 0 with
 # every capability dropped only because the providers hostPath folder the driver reads is
 # root-owned; the process needs no privilege beyond creating its socket there.
@@ -10,8 +10,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin secrets-store-provider-azure \
- && bash -c 'source scripts/lib/rootfs.sh && rootfs_assemble target/release/secrets-store-provider-azure secrets-store-provider-azure /rootfs'
+RUN triple=$(rustc -vV | sed -n 's/^host: //p') \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist --target "$triple" --locked --bin secrets-store-provider-azure \
+ && bash -c "source scripts/lib/rootfs.sh && rootfs_assemble target/$triple/dist/secrets-store-provider-azure secrets-store-provider-azure /rootfs"
 
 FROM scratch
 # VERSION is the workspace version (Cargo.toml); the images test checks that they agree.

@@ -158,10 +158,13 @@ install_python() {
 }
 
 # Debian packages for the real node: containerd, runc, the CNI plugins, a static busybox (the
-# workload image's only binary). Installed with apt when missing (CI runs as root).
-node_packages=(containerd runc containernetworking-plugins busybox-static)
+# workload image's only binary); and valgrind, whose callgrind records the functions the daemons
+# run at start for scripts/images.sh (the link order of the images' binaries). Installed with apt
+# when missing (CI runs as root).
+node_packages=(containerd runc containernetworking-plugins busybox-static valgrind)
 node_packages_present() {
   command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null &&
+    command -v valgrind >/dev/null &&
     [[ -x /usr/lib/cni/loopback ]] && [[ -x /bin/busybox ]] &&
     [[ $(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null) == "install ok installed" ]]
 }

@@ -50,6 +50,10 @@ const EMULATOR: Image = Image {
     name: "keyvault-emulator",
     non_root: true,
 };
+const SYNC_CONTROLLER: Image = Image {
+    name: "secrets-store-sync-controller",
+    non_root: true,
+};
 
 #[test]
 fn the_driver_image_is_a_self_sufficient_oci_archive() {
@@ -64,6 +68,11 @@ fn the_provider_image_is_a_self_sufficient_oci_archive_running_as_non_root() {
 #[test]
 fn the_emulator_image_is_a_self_sufficient_oci_archive_running_as_non_root() {
     check_image(&EMULATOR);
+}
+
+#[test]
+fn the_sync_controller_image_is_a_self_sufficient_oci_archive_running_as_non_root() {
+    check_image(&SYNC_CONTROLLER);
 }
 
 #[test]
@@ -100,10 +109,32 @@ fn the_charts_default_to_the_images_built_here() {
 }
 
 #[test]
+fn the_sync_controller_chart_value_defaults_to_the_image_built_here() {
+    let path =
+        test_support::project_root().join("charts/csi-secrets-store-provider-azure/values.yaml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let image = &values["syncController"]["image"];
+    assert_eq!(
+        image["repository"].as_str(),
+        Some(format!("{REPOSITORY}/{}", SYNC_CONTROLLER.name).as_str()),
+        "syncController.image.repository"
+    );
+    assert_eq!(
+        image["tag"].as_str(),
+        Some(VERSION),
+        "syncController.image.tag"
+    );
+}
+
+#[test]
 fn the_dockerfiles_build_the_same_layout() {
     for (file, image) in [
         ("driver.Dockerfile", &DRIVER),
         ("provider-azure.Dockerfile", &PROVIDER),
+        ("sync-controller.Dockerfile", &SYNC_CONTROLLER),
     ] {
         let path = test_support::project_root().join("docker").join(file);
         let text = std::fs::read_to_string(&path)
@@ -113,6 +144,10 @@ fn the_dockerfiles_build_the_same_layout() {
         assert!(
             text.contains("rootfs_assemble"),
             "{file}: assembles the root filesystem with scripts/lib/rootfs.sh"
+        );
+        assert!(
+            text.contains("--profile dist") && text.contains("target-feature=+crt-static"),
+            "{file}: builds the binary as scripts/images.sh does (`--profile dist`, static glibc)"
         );
         assert!(
             has("FROM scratch"),
@@ -278,10 +313,10 @@ fn check_image(image: &Image) {
     layer.unpack(rootfs.path()).expect("unpack the layer");
     let root = rootfs.path();
 
-    // The entrypoint is the release binary built here, not an older one.
+    // The entrypoint is the binary scripts/images.sh built here, not an older one.
     let in_image = std::fs::read(root.join(entrypoint.trim_start_matches('/')))
         .unwrap_or_else(|e| panic!("{context}: no {entrypoint} in the layer: {e}"));
-    let built_path = release_binary(image.name);
+    let built_path = shipped_binary(image.name);
     let built =
         std::fs::read(&built_path).unwrap_or_else(|e| panic!("read {}: {e}", built_path.display()));
     assert!(
@@ -475,8 +510,19 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn release_binary(name: &str) -> PathBuf {
-    target_dir().join("release").join(name)
+/// Where scripts/images.sh builds the binary: `--profile dist --target <host triple>`.
+fn shipped_binary(name: &str) -> PathBuf {
+    let triple = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        })
+        .expect("rustc -vV names the host triple");
+    target_dir().join(triple).join("dist").join(name)
 }
 
 /// Every regular file of a tar stream, by name without a leading `./`.

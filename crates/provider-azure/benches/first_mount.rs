@@ -249,7 +249,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let emu = Emulator::start(EmulatorConfig {
-        nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+        nmi_listen: common::emu::UPSTREAM_NMI.parse().unwrap(),
         ..EmulatorConfig::default().seed_yaml(&seed).unwrap()
     })
     .await

@@ -191,16 +191,9 @@ async fn main() {
     seed.push_str(&format!(
         "identities:\n  managed_identities:\n    - {{ client_id: {MI}, default: true }}\n  pod_identities:\n    - {{ namespace: default, pod: app-0, client_id: {MI} }}\n"
     ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpListener::bind("127.0.0.1:2579").is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port 2579 (upstream's fixed NMI port) is busy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::emu::wait_for_port_2579().await;
     let emu = Emulator::start(EmulatorConfig {
-        nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+        nmi_listen: common::emu::UPSTREAM_NMI.parse().unwrap(),
         ..EmulatorConfig::default().seed_yaml(&seed).unwrap()
     })
     .await
