@@ -45,3 +45,10 @@ the driver unable to find the provider's socket, so that fails the render.
 {{- $own | default "/var/run/secrets-store-csi-providers" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A list of strings as CEL string literals separated by commas: 'a', 'b'. */}}
+{{- define "akv.celStrings" -}}
+{{- $out := list -}}
+{{- range . -}}{{- $out = append $out (printf "'%s'" .) -}}{{- end -}}
+{{- join ", " $out -}}
+{{- end -}}

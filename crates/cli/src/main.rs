@@ -85,6 +85,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Show what the driver recorded about a pod's secrets-store volumes: per volume the class,
+    /// the objects at their versions, when they last changed and when the next refresh is due;
+    /// the driver's last refresh error and its Events on the pod. Reads the API server
+    /// (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster); never reads a secret value.
+    Status {
+        /// The pod's name.
+        pod: String,
+        /// The pod's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The driver's rotation interval (Go duration), when its DaemonSet cannot be read.
+        #[arg(long, value_parser = daemon::parse_go_duration)]
+        rotation_poll_interval: Option<std::time::Duration>,
+        /// Kubeconfig file.
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +120,24 @@ fn main() -> ExitCode {
             demo(secrets_store_cli::demo::DemoOptions { show_values, keep })
         }
         Command::Validate { files, output } => validate(&files, output),
+        Command::Status {
+            pod,
+            namespace,
+            rotation_poll_interval,
+            kubeconfig,
+            output,
+        } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
+            };
+            runtime.block_on(status(
+                &pod,
+                &namespace,
+                rotation_poll_interval,
+                kubeconfig,
+                output,
+            ))
+        }
         Command::Mount {
             class,
             name,
@@ -219,4 +257,52 @@ fn validate(files: &[std::path::PathBuf], output: Output) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+#[allow(clippy::print_stdout)] // this command's output is its product
+async fn status(
+    pod: &str,
+    namespace: &str,
+    rotation: Option<std::time::Duration>,
+    kubeconfig: Option<std::path::PathBuf>,
+    output: Output,
+) -> ExitCode {
+    let client = match kube_client(kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot reach the API server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match secrets_store_cli::status::collect(&client, namespace, pod, rotation).await {
+        Ok(report) => {
+            match output {
+                Output::Text => print!("{}", report.render_text()),
+                Output::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}", daemon::error::render(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kube_client(kubeconfig: Option<std::path::PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

@@ -141,6 +141,22 @@ fn check_class(ctx: &mut Ctx<'_>, doc: &Value) {
     } else {
         ctx.class = Some(format!("{namespace}/{name}"));
     }
+    // The driver's change-notification annotation (issue 17): refused at mount when unknown.
+    if let Some(v) = doc["metadata"]["annotations"][driver::notify::ON_CHANGE_ANNOTATION].as_str() {
+        let annotations = BTreeMap::from([(
+            driver::notify::ON_CHANGE_ANNOTATION.to_owned(),
+            v.to_owned(),
+        )]);
+        if let Err(e) = driver::notify::OnChange::from_annotations(Some(&annotations)) {
+            ctx.push(
+                &format!(
+                    "metadata.annotations[{}]",
+                    driver::notify::ON_CHANGE_ANNOTATION
+                ),
+                e,
+            );
+        }
+    }
     let spec = &doc["spec"];
     if !spec.is_object() {
         ctx.push("spec", "missing: add spec.provider and spec.parameters");
@@ -229,11 +245,16 @@ fn check_azure(
     .into_iter()
     .collect();
     match MountParams::from_maps(&attrs, Some(&secrets)) {
+        // A selection's file names are known only once the vault is listed: then any name may
+        // be a mounted file.
+        Ok(params) if params.objects.iter().any(|o| o.selector.is_some()) => None,
         Ok(params) => Some(
             params
                 .objects
                 .iter()
-                .map(|o| o.file_name().to_owned())
+                .flat_map(|o| o.known_paths())
+                .map(str::to_owned)
+                .chain(params.templates.iter().map(|t| t.path.clone()))
                 .collect(),
         ),
         Err(e) => {
@@ -259,6 +280,9 @@ fn azure_field(message: &str) -> String {
     ];
     if message.starts_with("only one identity mode") {
         return "spec.parameters".into();
+    }
+    if message.starts_with("invalid templates") {
+        return "spec.parameters.templates".into();
     }
     if message.contains("objectType:")
         || message.contains("objects")

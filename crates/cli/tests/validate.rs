@@ -13,6 +13,58 @@ fn class(parameters: &str, extra_spec: &str) -> String {
 
 const GOOD_PARAMS: &str = "    keyvaultName: kv1\n    tenantID: tenant\n    objects: |\n      array:\n        - |\n          objectName: s1\n          objectType: secret\n";
 
+/// The issue-16 forms are accepted, and a secretObjects entry may name a jmesPath file, a
+/// template, or (with a selection, whose names are known only at mount time) any file.
+#[test]
+fn selection_optional_jmes_path_and_templates_are_accepted() {
+    let params = "    keyvaultName: kv1\n    tenantID: tenant\n    objects: |\n      array:\n        - |\n          objectName: db\n          objectType: secret\n          optional: \"true\"\n          jmesPath:\n            - path: username\n              objectAlias: db-user\n        - |\n          objectNamePrefix: app-\n          objectTags: {team: web}\n          objectType: secret\n          objectAlias: app\n        - |\n          objectName: \"*\"\n          objectType: cert\n          objectAlias: certs\n    templates: |\n      - path: app.env\n        template: |\n          USER={{ files[\"db-user\"] }}\n";
+    let sync = "  secretObjects:\n    - secretName: s\n      type: Opaque\n      data: [{objectName: db-user, key: u}, {objectName: app.env, key: e}, {objectName: app/app-one, key: a}]\n";
+    let report = validate_text("good.yaml", &class(params, sync));
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    // Without a selection, jmesPath files and templates count as mounted files, others do not.
+    let no_selection = params
+        .replace(
+            "objectNamePrefix: app-\n          objectTags: {team: web}",
+            "objectName: one",
+        )
+        .replace(
+            "objectName: \"*\"\n          objectType: cert",
+            "objectName: c\n          objectType: cert",
+        );
+    let sync = "  secretObjects:\n    - secretName: s\n      type: Opaque\n      data: [{objectName: db-user, key: u}, {objectName: app.env, key: e}, {objectName: nope, key: k}]\n";
+    let report = validate_text("good.yaml", &class(&no_selection, sync));
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    assert_eq!(
+        report.findings[0].field,
+        "spec.secretObjects[0].data[2].objectName"
+    );
+}
+
+/// The driver's `secrets-store.csi.k8s.io/on-change` annotation: known values pass, another is a
+/// finding naming the annotation and the values it takes.
+#[test]
+fn the_on_change_annotation_is_checked() {
+    let with = |v: &str| {
+        class(GOOD_PARAMS, "").replace(
+            "  namespace: ns\n",
+            &format!(
+                "  namespace: ns\n  annotations:\n    secrets-store.csi.k8s.io/on-change: {v}\n"
+            ),
+        )
+    };
+    for ok in ["file", "rollout-restart", "none"] {
+        let report = validate_text("c.yaml", &with(ok));
+        assert!(report.findings.is_empty(), "{ok}: {:#?}", report.findings);
+    }
+    let report = validate_text("c.yaml", &with("restart"));
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    assert_eq!(
+        report.findings[0].field,
+        "metadata.annotations[secrets-store.csi.k8s.io/on-change]"
+    );
+    assert!(report.findings[0].message.contains("\"rollout-restart\""));
+}
+
 #[test]
 fn a_good_class_has_no_findings() {
     let report = validate_text("good.yaml", &class(GOOD_PARAMS, ""));
@@ -45,6 +97,21 @@ fn error_table() {
         ("synced twice", class(GOOD_PARAMS, "  secretObjects:\n    - secretName: s\n      type: Opaque\n      data: [{objectName: s1, key: k}]\n    - secretName: s\n      type: Opaque\n      data: [{objectName: s1, key: j}]\n"), "spec.secretObjects[1].secretName", "synced twice"),
         ("unknown version", class(GOOD_PARAMS, "").replace("csi.x-k8s.io/v1", "csi.x-k8s.io/v2"), "apiVersion", "unknown apiVersion"),
         ("not yaml", "a: [unclosed".into(), "(yaml)", "not valid YAML"),
+        // issue 16: selection, optional objects, jmesPath, templates
+        ("name and prefix", class(&GOOD_PARAMS.replace("objectName: s1", "objectName: s1\n          objectNamePrefix: app-"), ""), "spec.parameters.objects", "names one object"),
+        ("selection with version", class(&GOOD_PARAMS.replace("objectName: s1", "objectName: \"*\"\n          objectVersion: abc"), ""), "spec.parameters.objects", "objectVersion cannot be used here"),
+        ("selection with history", class(&GOOD_PARAMS.replace("objectName: s1", "objectNamePrefix: a\n          objectVersionHistory: 2"), ""), "spec.parameters.objects", "objectVersionHistory cannot be used here"),
+        ("prefix never matches", class(&GOOD_PARAMS.replace("objectName: s1", "objectNamePrefix: a.b"), ""), "spec.parameters.objects", "can never match"),
+        ("empty tag name", class(&GOOD_PARAMS.replace("objectName: s1", "objectTags: {\"\": x}"), ""), "spec.parameters.objects", "empty tag name"),
+        ("bad optional", class(&GOOD_PARAMS.replace("objectType: secret", "objectType: secret\n          optional: perhaps"), ""), "spec.parameters.objects", "invalid optional"),
+        ("jmesPath on a key", class(&GOOD_PARAMS.replace("objectType: secret", "objectType: key\n          jmesPath:\n            - {path: a, objectAlias: b}"), ""), "spec.parameters.objects", "only supported for objectType: secret"),
+        ("jmesPath bad expression", class(&GOOD_PARAMS.replace("objectType: secret", "objectType: secret\n          jmesPath:\n            - {path: 'a.[', objectAlias: b}"), ""), "spec.parameters.objects", "not a valid JMESPath expression"),
+        ("jmesPath no alias", class(&GOOD_PARAMS.replace("objectType: secret", "objectType: secret\n          jmesPath:\n            - {path: a}"), ""), "spec.parameters.objects", "objectAlias is empty"),
+        ("jmesPath with selection", class(&GOOD_PARAMS.replace("objectName: s1\n          objectType: secret", "objectNamePrefix: s\n          objectType: secret\n          jmesPath:\n            - {path: a, objectAlias: b}"), ""), "spec.parameters.objects", "cannot be used with a selection"),
+        ("template syntax", class(&format!("{GOOD_PARAMS}    templates: |\n      - path: app.env\n        template: 'X={{{{ files.s1 '\n"), ""), "spec.parameters.templates", "syntax error"),
+        ("template path", class(&format!("{GOOD_PARAMS}    templates: |\n      - path: /etc/app.env\n        template: x\n"), ""), "spec.parameters.templates", "relative"),
+        ("template over object", class(&format!("{GOOD_PARAMS}    templates: |\n      - path: s1\n        template: x\n"), ""), "spec.parameters.templates", "collides with a file of object"),
+        ("template not a list", class(&format!("{GOOD_PARAMS}    templates: 'path: a'\n"), ""), "spec.parameters.templates", "YAML list of {path, template}"),
     ];
     for (what, yaml, field, fragment) in cases {
         let report = validate_text("case.yaml", &yaml);

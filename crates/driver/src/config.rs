@@ -96,6 +96,15 @@ pub struct DriverArgs {
     /// Async worker threads (0: 2, whatever the core count; fs work runs on the blocking pool).
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
+    /// Let SecretProviderClasses annotated `secrets-store.csi.k8s.io/on-change: rollout-restart`
+    /// restart the pod's owning Deployment/StatefulSet/DaemonSet when rotation changes their
+    /// objects (needs get on replicasets and get/patch on the workloads; chart
+    /// `rotation.restartOwners`).
+    #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
+    pub rotation_restart_owners: bool,
+    /// Least time between two restarts of one workload by rotation (Go duration).
+    #[arg(long, default_value = "5m", value_parser = parse_go_duration)]
+    pub rotation_restart_min_interval: Duration,
     /// Without a command the driver runs as the CSI node plugin.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -135,6 +144,9 @@ pub struct Config {
     pub max_recv_msg_size: usize,
     /// Used when kubelet sends no grpc-timeout (kubelet's CSI calls use 2 minutes).
     pub default_timeout: Duration,
+    /// `--rotation-restart-owners`: the least time between two restarts of one workload, when
+    /// rollout restarts are allowed.
+    pub restart_owners: Option<Duration>,
 }
 
 impl Config {
@@ -147,6 +159,7 @@ impl Config {
             rotation: None,
             max_recv_msg_size: 4 * 1024 * 1024,
             default_timeout: Duration::from_secs(120),
+            restart_owners: None,
         }
     }
 }
@@ -181,6 +194,9 @@ impl DriverArgs {
                 .then_some(self.rotation_poll_interval),
             max_recv_msg_size: self.max_call_recv_msg_size,
             default_timeout: Duration::from_secs(120),
+            restart_owners: self
+                .rotation_restart_owners
+                .then_some(self.rotation_restart_min_interval),
         })
     }
 

@@ -1,11 +1,11 @@
-//! `secrets-store-csi-driver crds apply`: installs or upgrades the SecretProviderClass and
-//! SecretProviderClassPodStatus CRDs built into this binary, by server-side apply.
+//! `secrets-store-csi-driver crds apply`: installs or upgrades the SecretProviderClass,
+//! SecretProviderClassPodStatus and SecretSync CRDs built into this binary, by server-side apply.
 //!
 //! Helm creates the CRDs of a chart's `crds/` folder on first install and never changes them
 //! afterwards, so the chart runs this as a pre-install/pre-upgrade hook Job (with the driver's own
 //! image). Server-side apply with `force` takes over the fields Helm (or an older release) set, and
 //! `versions` is an atomic list, so the served schema becomes exactly this binary's. The command
-//! needs only `get` and `patch` on the two CRDs by name.
+//! needs only `get` and `patch` on those CRDs by name.
 
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ pub struct Applied {
     pub generation: Option<i64>,
 }
 
-/// Applies both CRDs and waits (up to `timeout` each) until the API server serves them.
+/// Applies every CRD and waits (up to `timeout` each) until the API server serves them.
 pub async fn apply(client: &Client, timeout: Duration) -> Result<Vec<Applied>, CrdError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();

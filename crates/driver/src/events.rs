@@ -12,6 +12,12 @@ pub mod reason {
     pub const MOUNT_ROTATION_FAILED: &str = "MountRotationFailed";
     pub const FAILED_TO_CREATE_SECRET: &str = "FailedToCreateSecret";
     pub const SECRET_OBJECT_MISSING: &str = "SecretObjectNotMounted";
+    /// An optional object (issue 16) the store does not have; warned once per absence.
+    pub const OPTIONAL_OBJECT_ABSENT: &str = "OptionalSecretObjectAbsent";
+    /// A rollout restart asked by a class failed (or is not enabled on the driver).
+    pub const ROLLOUT_RESTART_FAILED: &str = "RolloutRestartFailed";
+    /// The provider served a last-known-good answer (`maxStaleness`) during an outage.
+    pub const SERVED_STALE: &str = "ServedStale";
 }
 
 /// Publishes Events about pods.
@@ -31,6 +37,11 @@ impl PodEvents {
         }
     }
 
+    /// The recorder, for Events on other objects than pods (a restarted workload).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
     /// Best effort: a failure to publish is logged, never returned.
     pub async fn warn(
         &self,
@@ -48,13 +59,7 @@ impl PodEvents {
             ..Default::default()
         };
         let mut note = note;
-        if note.len() > 1000 {
-            let mut cut = 1000;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-        }
+        truncate_note(&mut note);
         let ev = Event {
             type_: EventType::Warning,
             reason: reason.into(),
@@ -65,5 +70,16 @@ impl PodEvents {
         if let Err(e) = self.recorder.publish(&ev, &pod).await {
             tracing::warn!(reason, error = %daemon::error::Chain(&e), "failed to publish event");
         }
+    }
+}
+
+/// Event notes are cut to 1000 bytes (on a character boundary).
+pub fn truncate_note(note: &mut String) {
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
     }
 }

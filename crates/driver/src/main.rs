@@ -112,6 +112,15 @@ async fn run(args: DriverArgs) -> anyhow::Result<()> {
             }
         }));
     }
+    side_servers.push(tokio::spawn({
+        let stopped = stopped();
+        async move {
+            tokio::select! {
+                () = stopped => {}
+                () = daemon::runtime::release_free_memory_every(daemon::runtime::RELEASE_FREE_MEMORY_EVERY) => {}
+            }
+        }
+    }));
     tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
     let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
     let mut csi = tokio::spawn({

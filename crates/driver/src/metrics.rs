@@ -10,6 +10,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -54,8 +55,16 @@ struct SyncErrorLabels {
     os_type: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+    os_type: &'static str,
+}
+
 /// The driver's metrics.
 pub struct Metrics {
+    rollout_restart: Family<ResultLabels, Counter>,
+    last_refresh: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     registry: Registry,
     node_publish: Family<ProviderLabels, Counter>,
     node_publish_error: Family<ProviderErrorLabels, Counter>,
@@ -89,6 +98,8 @@ impl Metrics {
             }),
             sync_secret: Family::default(),
             sync_secret_error: Family::default(),
+            rollout_restart: Family::default(),
+            last_refresh: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,7 +147,40 @@ impl Metrics {
             "Failed Kubernetes Secret syncs",
             m.sync_secret_error.clone(),
         );
+        registry.register(
+            "rollout_restart",
+            "Rollout-restart decisions for rotated volumes (result: restarted, already_applied, recorded, not_recorded, rate_limited, no_owner, error)",
+            m.rollout_restart.clone(),
+        );
+        registry.register(
+            "volume_refresh_last_timestamp_seconds",
+            "Unix time of the last provider fetch of any volume on this node (result: ok, error); time() minus it is the age",
+            m.last_refresh.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A provider fetch for a volume (first mount or rotation refresh) ended now.
+    pub fn volume_refreshed(&self, ok: bool) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_refresh
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+                os_type: OS_TYPE,
+            })
+            .set(now);
+    }
+
+    /// One rollout-restart decision; `result` is one of a fixed set.
+    pub fn rollout_restart(&self, result: &'static str) {
+        self.rollout_restart
+            .get_or_create(&ResultLabels {
+                result,
+                os_type: OS_TYPE,
+            })
+            .inc();
     }
 
     pub fn publish_ok(&self, provider: &str) {

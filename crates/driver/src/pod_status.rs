@@ -98,15 +98,41 @@ fn equivalent(
     same_but_target && volumes_of_one_pod(&have.target_path, &want.target_path, pod_uid)
 }
 
+/// The ids the provider now reports absent ([`provider_proto::ABSENT_OBJECT_VERSION`]: optional
+/// objects the store does not have) that the previous status did not already record as absent:
+/// what to warn about, once.
+pub fn newly_absent(
+    previous: &[SecretProviderClassObject],
+    versions: &[(String, String)],
+) -> Vec<String> {
+    versions
+        .iter()
+        .filter(|(id, v)| {
+            v == provider_proto::ABSENT_OBJECT_VERSION
+                && !previous
+                    .iter()
+                    .any(|p| &p.id == id && p.version == provider_proto::ABSENT_OBJECT_VERSION)
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 /// Create or update the pod status; returns the object as stored (its uid is an owner of
-/// synced Secrets for pods without owners).
+/// synced Secrets for pods without owners), and the objects it recorded before.
 pub async fn record(
     client: &kube::Client,
     node_id: &str,
     vc: &VolumeContext,
     target_path: &str,
     versions: &[(String, String)],
-) -> Result<(SecretProviderClassPodStatus, Written), PodStatusError> {
+) -> Result<
+    (
+        SecretProviderClassPodStatus,
+        Written,
+        Vec<SecretProviderClassObject>,
+    ),
+    PodStatusError,
+> {
     let name = pod_status_name(&vc.pod_name, &vc.pod_namespace, &vc.secret_provider_class);
     let api: Api<SecretProviderClassPodStatus> = Api::namespaced(client.clone(), &vc.pod_namespace);
     let mut objects: Vec<SecretProviderClassObject> = versions
@@ -153,7 +179,7 @@ pub async fn record(
                 };
                 obj.status = Some(status.clone());
                 match api.create(&PostParams::default(), &obj).await {
-                    Ok(created) => return Ok((created, Written::Created)),
+                    Ok(created) => return Ok((created, Written::Created, Vec::new())),
                     // AlreadyExists: another volume of the pod created it; read it again.
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
                     Err(e) => return Err(explain(e)),
@@ -170,8 +196,13 @@ pub async fn record(
                     .status
                     .as_ref()
                     .is_some_and(|have| equivalent(have, &status, &vc.pod_uid));
+                let previous = existing
+                    .status
+                    .as_ref()
+                    .map(|s| s.objects.clone())
+                    .unwrap_or_default();
                 if label_ok && owner_ok && status_ok {
-                    return Ok((existing, Written::Unchanged));
+                    return Ok((existing, Written::Unchanged, previous));
                 }
                 // The object may carry another node's label (a StatefulSet pod that moved).
                 existing
@@ -180,7 +211,7 @@ pub async fn record(
                 existing.metadata.owner_references = Some(vec![owner.clone()]);
                 existing.status = Some(status.clone());
                 match api.replace(&name, &PostParams::default(), &existing).await {
-                    Ok(updated) => return Ok((updated, Written::Updated)),
+                    Ok(updated) => return Ok((updated, Written::Updated, previous)),
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
                     Err(e) => return Err(explain(e)),
                 }
@@ -196,6 +227,29 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absent_optional_object_is_news_once() {
+        let absent = provider_proto::ABSENT_OBJECT_VERSION;
+        let obj = |id: &str, v: &str| SecretProviderClassObject {
+            id: id.into(),
+            version: v.into(),
+        };
+        let now = vec![
+            ("secret/a".to_owned(), absent.to_owned()),
+            ("secret/b".to_owned(), "v1".to_owned()),
+        ];
+        assert_eq!(newly_absent(&[], &now), ["secret/a"], "first mount");
+        assert!(
+            newly_absent(&[obj("secret/a", absent), obj("secret/b", "v0")], &now).is_empty(),
+            "already recorded absent: no second warning"
+        );
+        assert_eq!(
+            newly_absent(&[obj("secret/a", "v9")], &now),
+            ["secret/a"],
+            "it was there and is gone again"
+        );
+    }
 
     fn status(target: &str, version: &str) -> SecretProviderClassPodStatusStatus {
         SecretProviderClassPodStatusStatus {

@@ -34,6 +34,8 @@ pub struct MountCall {
 pub struct MountOutput {
     pub files: Vec<PayloadFile>,
     pub object_versions: Vec<(String, String)>,
+    /// Set when the provider served a last-known-good answer this old (`STALE_HEADER`).
+    pub stale_for: Option<Duration>,
 }
 
 /// Sends Mount to a named provider.
@@ -196,7 +198,7 @@ impl ProviderClient for GrpcProviderClient {
         // Upstream's service config retries UNAVAILABLE up to 3 attempts (1 s, then x1.1).
         let mut backoff = Duration::from_secs(1);
         let mut attempt = 0;
-        let response = loop {
+        let (stale_for, response) = loop {
             attempt += 1;
             let mut client = self.client(&provider).await?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -207,7 +209,7 @@ impl ProviderClient for GrpcProviderClient {
             req.set_timeout(left);
             match tokio::time::timeout(left, client.mount(req)).await {
                 Err(_) => return Err(PublishError::Deadline(provider)),
-                Ok(Ok(r)) => break r.into_inner(),
+                Ok(Ok(r)) => break (stale_header(r.metadata()), r.into_inner()),
                 Ok(Err(s)) if s.code() == Code::Unavailable && attempt < 3 => {
                     tracing::debug!(provider = %provider, attempt, "provider unavailable, retrying");
                     if deadline.saturating_duration_since(Instant::now()) <= backoff {
@@ -233,6 +235,7 @@ impl ProviderClient for GrpcProviderClient {
             tracing::info!(provider = %provider, bytes = size, "provider response is over 1 MiB: syncing it to a Kubernetes Secret may fail");
         }
         Ok(MountOutput {
+            stale_for,
             object_versions: response
                 .object_version
                 .into_iter()
@@ -250,6 +253,17 @@ impl ProviderClient for GrpcProviderClient {
                 .collect(),
         })
     }
+}
+
+/// The gRPC response header a provider sets when it served a last-known-good answer (not
+/// upstream; an upstream driver ignores it): the answer's age in whole seconds.
+pub const STALE_HEADER: &str = "x-secrets-store-stale-seconds";
+
+fn stale_header(m: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    m.get(STALE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 fn map_status(provider: &str, s: &Status) -> PublishError {

@@ -18,10 +18,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sensitive::SecretBytes;
+
+use crate::notify;
 
 const DATA_DIR: &str = "..data";
 const DATA_DIR_TMP: &str = "..data_tmp";
@@ -115,6 +117,31 @@ fn validate(files: &[PayloadFile]) -> Result<(), WriteError> {
 
 /// Write `files` into `target`; returns whether anything changed on disk.
 pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, WriteError> {
+    write_payload_as(target, files, None)
+}
+
+/// [`write_payload`], with every file and folder of the payload group-owned by `group` when
+/// given (the pod's `fsGroup`): the files' modes still come from the provider, so a class's
+/// `filePermission: "0640"` makes them readable by the pod's group and no one else. The owner
+/// stays the driver's (root). A payload already on disk with another group counts as changed.
+pub fn write_payload_as(
+    target: &Path,
+    files: &[PayloadFile],
+    group: Option<u32>,
+) -> Result<bool, WriteError> {
+    write_payload_with(target, files, group, None)
+}
+
+/// [`write_payload_as`], and with `notice` (the object versions the provider reported) the
+/// change notice [`notify::NOTICE_PATH`] inside the same payload, so it is swapped together with
+/// the files it describes. A payload is also rewritten when only the versions moved, or when the
+/// notice is missing (turned on) or present but not asked for (turned off).
+pub fn write_payload_with(
+    target: &Path,
+    files: &[PayloadFile],
+    group: Option<u32>,
+    notice: Option<&[(String, String)]>,
+) -> Result<bool, WriteError> {
     validate(files)?;
     legacy_cleanup(target, files)?;
 
@@ -123,22 +150,49 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err("readlink", &target.join(DATA_DIR))(e)),
     };
-    let new_top: BTreeSet<&str> = files
+    let mut new_top: BTreeSet<&str> = files
         .iter()
         .filter_map(|f| f.path.split('/').next())
         .collect();
+    if notice.is_some() {
+        new_top.insert(notify::NOTICE_DIR);
+    }
     remove_leftovers(target, old_dir.as_deref(), &new_top)?;
     let old_files = match &old_dir {
         Some(d) => list_files(&target.join(d))?,
         None => BTreeMap::new(),
     };
-    let new_paths: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let mut new_paths: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    if notice.is_some() {
+        new_paths.insert(notify::NOTICE_PATH);
+    }
     let removed: Vec<&String> = old_files
         .keys()
         .filter(|p| !new_paths.contains(p.as_str()))
         .collect();
+    // The notice on disk (the one the current payload carries), when asked for.
+    let previous_notice = match (&old_dir, notice) {
+        (Some(d), Some(_)) => {
+            let p = target.join(d).join(notify::NOTICE_PATH);
+            match std::fs::read(&p) {
+                Ok(b) => notify::Notice::parse(&b),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err("read", &p)(e)),
+            }
+        }
+        _ => None,
+    };
+    let notice_current = match notice {
+        None => true,
+        Some(objects) => previous_notice
+            .as_ref()
+            .is_some_and(|p| p.same_objects(objects)),
+    };
+    let content_changed = old_dir.is_none()
+        || !removed.iter().all(|p| p.as_str() == notify::NOTICE_PATH)
+        || changed(target, old_dir.as_deref(), files, group)?;
 
-    if old_dir.is_some() && removed.is_empty() && !changed(target, old_dir.as_deref(), files)? {
+    if old_dir.is_some() && removed.is_empty() && !content_changed && notice_current {
         // Unchanged; a writer killed before creating every link cannot have swapped `..data`,
         // but a link removed by hand (or by a legacy cleanup) is put back.
         create_links(target, &new_top)?;
@@ -152,10 +206,13 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
     let result = (|| {
         std::fs::set_permissions(&ts_dir, std::fs::Permissions::from_mode(0o755))
             .map_err(io_err("chmod", &ts_dir))?;
+        if group.is_some() {
+            std::os::unix::fs::lchown(&ts_dir, None, group).map_err(io_err("chown", &ts_dir))?;
+        }
         for f in files {
             let path = ts_dir.join(&f.path);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err("mkdir", parent))?;
+                create_dirs(&ts_dir, parent, group)?;
             }
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -165,10 +222,23 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
                 .map_err(io_err("create", &path))?;
             file.write_all(f.contents.expose())
                 .map_err(io_err("write", &path))?;
+            if group.is_some() {
+                // Before the chmod: a chown may clear set-ID bits.
+                std::os::unix::fs::fchown(&file, None, group).map_err(io_err("chown", &path))?;
+            }
             #[allow(clippy::cast_sign_loss)] // validated 0..=0o7777 above
             let mode = f.mode as u32;
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", &path))?;
+        }
+        if let Some(objects) = notice {
+            let n = notify::Notice::next(
+                previous_notice.as_ref(),
+                objects,
+                content_changed,
+                time::OffsetDateTime::now_utc(),
+            );
+            write_notice(&ts_dir, &n, group)?;
         }
         // User-visible top-level symlinks: a new name dangles until the swap below.
         create_links(target, &new_top)?;
@@ -201,6 +271,29 @@ pub fn write_payload(target: &Path, files: &[PayloadFile]) -> Result<bool, Write
         std::fs::remove_dir_all(&old).map_err(io_err("remove", &old))?;
     }
     Ok(true)
+}
+
+/// The notice into the payload folder `ts_dir`: readable by everyone (it holds object IDs and
+/// versions, no contents), group-owned like the files.
+fn write_notice(ts_dir: &Path, n: &notify::Notice, group: Option<u32>) -> Result<(), WriteError> {
+    let dir = ts_dir.join(notify::NOTICE_DIR);
+    create_dirs(ts_dir, &dir, group)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod", &dir))?;
+    let path = dir.join(notify::NOTICE_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    file.write_all(&n.to_json())
+        .map_err(io_err("write", &path))?;
+    if group.is_some() {
+        std::os::unix::fs::fchown(&file, None, group).map_err(io_err("chown", &path))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io_err("chmod", &path))
 }
 
 /// `<target>/<name> -> ..data/<name>` for each top-level name that has no entry yet.
@@ -245,7 +338,10 @@ fn remove_leftovers(
             if current != Some(Path::new(name)) {
                 std::fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             }
-        } else if !name.starts_with("..") && ft.is_symlink() && !new_top.contains(name) {
+        } else if (!name.starts_with("..") || name == notify::NOTICE_DIR)
+            && ft.is_symlink()
+            && !new_top.contains(name)
+        {
             let ours = std::fs::read_link(&path).is_ok_and(|l| l == Path::new(DATA_DIR).join(name));
             if ours && std::fs::metadata(&path).is_err() {
                 std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
@@ -255,10 +351,31 @@ fn remove_leftovers(
     Ok(())
 }
 
+/// `create_dir_all(dir)` inside the payload folder `root`, each folder it creates group-owned by
+/// `group` when given.
+fn create_dirs(root: &Path, dir: &Path, group: Option<u32>) -> Result<(), WriteError> {
+    if dir == root || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(root, parent, group)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err("mkdir", dir)(e)),
+    }
+    if group.is_some() {
+        std::os::unix::fs::lchown(dir, None, group).map_err(io_err("chown", dir))?;
+    }
+    Ok(())
+}
+
 fn changed(
     target: &Path,
     old_dir: Option<&Path>,
     files: &[PayloadFile],
+    group: Option<u32>,
 ) -> Result<bool, WriteError> {
     let Some(old_dir) = old_dir else {
         return Ok(true);
@@ -273,7 +390,9 @@ fn changed(
         };
         #[allow(clippy::cast_sign_loss)]
         let want_mode = f.mode as u32;
-        if meta.permissions().mode() & 0o7777 != want_mode || meta.len() != f.contents.len() as u64
+        if meta.permissions().mode() & 0o7777 != want_mode
+            || meta.len() != f.contents.len() as u64
+            || group.is_some_and(|g| meta.gid() != g)
         {
             return Ok(true);
         }
@@ -387,6 +506,166 @@ mod tests {
             mode,
             contents: SecretBytes::new(contents.as_bytes().to_vec()),
         }
+    }
+
+    /// The pod's fsGroup: every file and folder of the payload group-owned by it, modes as
+    /// given; the same group again changes nothing, another group rewrites.
+    #[test]
+    fn files_and_folders_are_owned_by_the_mount_group() -> Result<(), WriteError> {
+        // A group this process may hand files to: any as root (the driver runs as root), else
+        // its own.
+        let (group, other) = if rustix::process::geteuid().is_root() {
+            (4242, 4343)
+        } else {
+            let own = rustix::process::getegid().as_raw();
+            (own, own)
+        };
+        let dir = tempfile::tempdir().map_err(io_err("tempdir", Path::new("/tmp")))?;
+        let t = dir.path();
+        let files = vec![file("a", 0o640, "x"), file("d/e/b", 0o440, "y")];
+        assert!(write_payload_as(t, &files, Some(group))?);
+        for (p, mode) in [("a", 0o640), ("d/e/b", 0o440)] {
+            let m = std::fs::metadata(t.join(p)).map_err(io_err("stat", &t.join(p)))?;
+            assert_eq!(m.gid(), group, "{p}: group");
+            assert_eq!(m.mode() & 0o7777, mode, "{p}: mode as given");
+        }
+        let data = std::fs::canonicalize(t.join(DATA_DIR)).map_err(io_err("canon", t))?;
+        for d in [data.clone(), data.join("d"), data.join("d/e")] {
+            let m = std::fs::metadata(&d).map_err(io_err("stat", &d))?;
+            assert_eq!(m.gid(), group, "{}: group", d.display());
+        }
+        assert!(
+            !write_payload_as(t, &files, Some(group))?,
+            "same group: unchanged"
+        );
+        if other != group {
+            assert!(
+                write_payload_as(t, &files, Some(other))?,
+                "new group: rewritten"
+            );
+            let m = std::fs::metadata(t.join("a")).map_err(io_err("stat", t))?;
+            assert_eq!(m.gid(), other);
+        }
+        Ok(())
+    }
+
+    fn notice_at(t: &Path) -> anyhow::Result<notify::Notice> {
+        let bytes = std::fs::read(t.join(notify::NOTICE_PATH))?;
+        notify::Notice::parse(&bytes).ok_or_else(|| anyhow::anyhow!("unreadable notice"))
+    }
+
+    fn versions(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+            .collect()
+    }
+
+    /// The change notice lives in the payload folder, so `..data` swaps it with the files; it
+    /// is rewritten when the versions move even if the bytes did not, and goes when turned off.
+    #[test]
+    fn notice_is_swapped_with_the_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let t = dir.path();
+        let v1 = versions(&[("secret/a", "1")]);
+        assert!(write_payload_with(
+            t,
+            &[file("a", 0o644, "one")],
+            None,
+            Some(&v1)
+        )?);
+        assert_eq!(
+            std::fs::read_link(t.join(notify::NOTICE_DIR))?,
+            Path::new("..data").join(notify::NOTICE_DIR)
+        );
+        let n = notice_at(t)?;
+        assert_eq!((n.sequence, n.content_changed), (1, true));
+        assert_eq!(n.objects.get("secret/a").map(String::as_str), Some("1"));
+        assert_eq!(
+            std::fs::metadata(t.join(notify::NOTICE_PATH))?.mode() & 0o7777,
+            0o644
+        );
+        let data = std::fs::read_link(t.join("..data"))?;
+        // The notice sits next to the files it describes, in the one payload folder.
+        assert!(t.join(&data).join(notify::NOTICE_PATH).is_file());
+
+        // Same bytes, same versions: nothing written.
+        assert!(!write_payload_with(
+            t,
+            &[file("a", 0o644, "one")],
+            None,
+            Some(&v1)
+        )?);
+        assert_eq!(std::fs::read_link(t.join("..data"))?, data);
+
+        // Same bytes, a new version: a new payload whose notice names the change.
+        let v2 = versions(&[("secret/a", "2")]);
+        assert!(write_payload_with(
+            t,
+            &[file("a", 0o644, "one")],
+            None,
+            Some(&v2)
+        )?);
+        let n = notice_at(t)?;
+        assert_eq!((n.sequence, n.content_changed), (2, false));
+        assert_eq!(n.changes.len(), 1);
+        assert_eq!(n.changes[0].previous_version.as_deref(), Some("1"));
+        assert_eq!(n.changes[0].version.as_deref(), Some("2"));
+
+        // New bytes and version: content_changed, and the old payload folder is gone.
+        let v3 = versions(&[("secret/a", "3")]);
+        let before = std::fs::read_link(t.join("..data"))?;
+        assert!(write_payload_with(
+            t,
+            &[file("a", 0o644, "two")],
+            None,
+            Some(&v3)
+        )?);
+        let n = notice_at(t)?;
+        assert_eq!((n.sequence, n.content_changed), (3, true));
+        assert_eq!(std::fs::read_to_string(t.join("a"))?, "two");
+        assert!(!t.join(before).exists());
+        // Not an object: secret sync and readers of the mounted files never see it.
+        assert_eq!(
+            read_mounted_files(t)?.keys().collect::<Vec<_>>(),
+            ["a"],
+            "the notice is not a mounted object"
+        );
+
+        // Turned off: rewritten without it, and its link goes.
+        assert!(write_payload_with(
+            t,
+            &[file("a", 0o644, "two")],
+            None,
+            None
+        )?);
+        assert!(std::fs::symlink_metadata(t.join(notify::NOTICE_DIR)).is_err());
+        assert!(!t.join(notify::NOTICE_PATH).exists());
+        assert!(!write_payload_with(
+            t,
+            &[file("a", 0o644, "two")],
+            None,
+            None
+        )?);
+
+        // Turned on again: a fresh sequence.
+        assert!(write_payload_with(
+            t,
+            &[file("a", 0o644, "two")],
+            None,
+            Some(&v3)
+        )?);
+        assert_eq!(notice_at(t)?.sequence, 1);
+        // A provider can never write into the notice's folder.
+        let err = write_payload_with(
+            t,
+            &[file("..secrets-store/changes.json", 0o644, "x")],
+            None,
+            Some(&v3),
+        );
+        assert!(matches!(err, Err(WriteError::InvalidPath { .. })));
+        assert_eq!(notice_at(t)?.sequence, 1);
+        Ok(())
     }
 
     #[test]

@@ -669,3 +669,97 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     logs.assert_no_canary();
     Ok(())
 }
+
+/// Issue 16: a provider reports an optional object the store lacks with the reserved version
+/// `ABSENT_OBJECT_VERSION`; the driver records it in the pod status and warns on the pod once,
+/// not on every rotation; when the object appears its file is written and the status shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_optional_object_is_warned_about_once() -> anyhow::Result<()> {
+    let Some(cp) = start_control_plane().await? else {
+        return Ok(());
+    };
+    apply_rbac(
+        &cp,
+        &std::fs::read_to_string(test_support::project_root().join("deploy/rbac.yaml"))?,
+    )
+    .await?;
+    let interval = Duration::from_secs(1);
+    let mut h = harness(cp, "secrets-store-csi-driver", Some(interval)).await?;
+    let ns = "opt";
+    let (pod, _) = create_pod(&h.cp, ns, "web-1", "kv").await?;
+    create_class(&h.cp, ns).await?;
+    let absent = provider_proto::ABSENT_OBJECT_VERSION;
+    h.fake.state.set(Behaviour::Files(
+        vec![("foo".into(), 0o644, b"here".to_vec())],
+        vec![
+            ("secret/foo".into(), "v1".into()),
+            ("secret/later".into(), absent.into()),
+        ],
+    ));
+    let uid = pod.uid().unwrap_or_default();
+    let target = kubelet_target(h.dir.path(), &uid, "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let req = publish_request(
+        "csi-opt",
+        &target,
+        kubelet_context("kv", "web-1", ns, &uid, "web-sa", None),
+    );
+    publish(&mut h, req.clone()).await?;
+    assert!(!target.join("later").exists());
+    let absent_events = |events: Vec<Event>| -> Vec<Event> {
+        events
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("OptionalSecretObjectAbsent"))
+            .collect()
+    };
+    let first = absent_events(events_for(&h.cp, ns, "web-1").await?);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let note = first[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("secret/later") && note.contains("SecretProviderClass kv"),
+        "{note}"
+    );
+    let spcps = Api::<SecretProviderClassPodStatus>::namespaced(h.cp.client(), ns);
+    let recorded = spcps.get("web-1-opt-kv").await?.status.unwrap_or_default();
+    assert!(
+        recorded
+            .objects
+            .iter()
+            .any(|o| o.id == "secret/later" && o.version == absent)
+    );
+
+    // Rotation with the object still absent: no second warning (the Event is not repeated).
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    publish(&mut h, req.clone()).await?;
+    assert_eq!(h.fake.state.calls(), 2, "the provider was asked again");
+    let again = absent_events(events_for(&h.cp, ns, "web-1").await?);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(
+        again[0].series.is_none(),
+        "not repeated: {:?}",
+        again[0].series
+    );
+
+    // It appears: the next rotation writes it.
+    h.fake.state.set(Behaviour::Files(
+        vec![
+            ("foo".into(), 0o644, b"here".to_vec()),
+            ("later".into(), 0o644, b"now".to_vec()),
+        ],
+        vec![
+            ("secret/foo".into(), "v1".into()),
+            ("secret/later".into(), "v7".into()),
+        ],
+    ));
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    publish(&mut h, req).await?;
+    assert_eq!(std::fs::read_to_string(target.join("later"))?, "now");
+    let recorded = spcps.get("web-1-opt-kv").await?.status.unwrap_or_default();
+    assert!(
+        recorded
+            .objects
+            .iter()
+            .any(|o| o.id == "secret/later" && o.version == "v7")
+    );
+    Ok(())
+}

@@ -41,6 +41,26 @@ spec:
 ---
 apiVersion: secrets-store.csi.x-k8s.io/v1
 kind: SecretProviderClass
+metadata:
+  name: kv-notify
+  namespace: default
+  annotations: {secrets-store.csi.k8s.io/on-change: file}
+spec:
+  provider: fake
+  parameters: {keyvaultName: kv1}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: kv-bad-notify
+  namespace: default
+  annotations: {secrets-store.csi.k8s.io/on-change: reboot}
+spec:
+  provider: fake
+  parameters: {keyvaultName: kv1}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
 metadata: {name: no-params, namespace: default}
 spec:
   provider: fake
@@ -418,6 +438,14 @@ async fn rotation_refreshes_on_change_only_and_keeps_files_on_failure() -> anyho
     assert_eq!(std::fs::read_to_string(target.join("foo"))?, v2);
     let text = e.svc.metrics().encode();
     assert!(text.contains("rotation_reconcile_error_total{"), "{text}");
+    for result in ["ok", "error"] {
+        assert!(
+            text.contains(&format!(
+                r#"volume_refresh_last_timestamp_seconds{{result="{result}",os_type="linux"}}"#
+            )),
+            "{text}"
+        );
+    }
     assert!(
         text.contains(
             r#"rotation_reconcile_total{provider="fake",os_type="linux",rotated="true"}"#
@@ -461,5 +489,155 @@ async fn health_check_calls_version_on_used_providers() -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = true;
     assert_eq!(client.health_check().await, [("fake".to_string(), false)]);
+    Ok(())
+}
+
+/// The pod's fsGroup (kubelet's `volume_mount_group`): the files are group-owned by it with the
+/// provider's modes; a value that is not a group ID is refused before anything is mounted.
+#[tokio::test]
+async fn volume_mount_group_owns_the_files() -> anyhow::Result<()> {
+    let e = env(None, 4 << 20).await?;
+    e.fake.state.set(files("x", "v1"));
+    let target = kubelet_target(&e.root, "uid-g", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    // Any group as root (the driver's user); else this process's own group.
+    let group = if is_root() {
+        4242
+    } else {
+        std::fs::metadata(&e.root)?.gid()
+    };
+    let ctx = kubelet_context("kv", "web", "default", "uid-g", "default", None);
+    let with_group = |g: &str| {
+        let mut r = publish_request("csi-g", &target, ctx.clone());
+        if let Some(csi_proto::v1::volume_capability::AccessType::Mount(m)) = r
+            .volume_capability
+            .as_mut()
+            .and_then(|c| c.access_type.as_mut())
+        {
+            m.volume_mount_group = g.into();
+        }
+        r
+    };
+
+    let err = e.svc.publish(with_group("web-group"), T).await.err();
+    assert_eq!(err.as_ref().map(|e| e.code()), Some(Code::InvalidArgument));
+    assert!(
+        err.is_some_and(|e| e.render().contains("volume_mount_group \"web-group\"")),
+        "names the field and the value"
+    );
+    assert!(!e.mounter.is_mounted(&target)?, "nothing mounted");
+    assert_eq!(e.fake.state.calls(), 0, "the provider is not called");
+
+    let out = e.svc.publish(with_group(&group.to_string()), T).await?;
+    assert_eq!(out, Published::Mounted);
+    for (p, mode) in [("foo", 0o644), ("dir/bar", 0o400)] {
+        let m = std::fs::metadata(target.join(p))?;
+        assert_eq!(m.gid(), group, "{p}: group-owned by the fsGroup");
+        assert_eq!(m.mode() & 0o7777, mode, "{p}: the provider's mode");
+    }
+    assert_eq!(std::fs::metadata(target.join("dir"))?.gid(), group);
+    e.svc
+        .unpublish("csi-g", &target.display().to_string())
+        .await?;
+    Ok(())
+}
+
+/// `secrets-store.csi.k8s.io/on-change: file`: `<target>/..secrets-store/changes.json` names
+/// the objects and versions, is rewritten with the files on a rotation, and carries no contents;
+/// an unknown mode fails the mount naming the annotation, before anything is mounted.
+#[tokio::test]
+async fn on_change_file_writes_the_notice_with_the_files() -> anyhow::Result<()> {
+    let logs = logs::capture();
+    let interval = Duration::from_millis(300);
+    let e = env(Some(interval), 4 << 20).await?;
+    let (v1, v2) = (canary(), canary());
+    e.fake.state.set(files(&v1, "v1"));
+    let target = kubelet_target(&e.root, "uid-n", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context("kv-notify", "web", "default", "uid-n", "default", None);
+    let req = || publish_request("csi-n", &target, ctx.clone());
+    assert_eq!(e.svc.publish(req(), T).await?, Published::Mounted);
+    let notice_path = target.join("..secrets-store/changes.json");
+    let read = || -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(&notice_path)?)?)
+    };
+    let n = read()?;
+    assert_eq!(n["schemaVersion"], 1);
+    assert_eq!(n["sequence"], 1);
+    assert_eq!(n["objects"]["secret/foo"], "v1");
+    assert_eq!(n["changes"].as_array().map(Vec::len), Some(2));
+
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    e.fake.state.set(files(&v2, "v2"));
+    assert_eq!(
+        e.svc.publish(req(), T).await?,
+        Published::Refreshed { changed: true }
+    );
+    let n = read()?;
+    assert_eq!(n["sequence"], 2);
+    assert_eq!(n["contentChanged"], true);
+    assert_eq!(n["objects"]["secret/foo"], "v2");
+    assert_eq!(n["changes"][0]["previousVersion"], "v1");
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, v2);
+    assert_no_canary("the notice", &std::fs::read_to_string(&notice_path)?);
+
+    // Unchanged: no rewrite, same sequence.
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert_eq!(
+        e.svc.publish(req(), T).await?,
+        Published::Refreshed { changed: false }
+    );
+    assert_eq!(read()?["sequence"], 2);
+    e.svc
+        .unpublish("csi-n", &target.display().to_string())
+        .await?;
+
+    // An unknown mode: refused with the annotation named, nothing left behind.
+    let bad = kubelet_target(&e.root, "uid-nb", "secrets");
+    let _g2 = MountGuard(vec![bad.clone()]);
+    let ctx = kubelet_context("kv-bad-notify", "web", "default", "uid-nb", "default", None);
+    let err = e
+        .svc
+        .publish(publish_request("csi-nb", &bad, ctx), T)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("secrets-store.csi.k8s.io/on-change") && err.contains("rollout-restart"),
+        "{err}"
+    );
+    assert!(!bad.join("..data").exists());
+    logs.assert_no_canary();
+    Ok(())
+}
+
+/// A provider that served last-known-good (`maxStaleness`) says so in a response header; the
+/// driver mounts the files and reports it (a warning line here; with the API server, a
+/// `ServedStale` Warning Event on the pod).
+#[tokio::test]
+async fn a_stale_answer_is_mounted_and_reported() -> anyhow::Result<()> {
+    let logs = logs::capture();
+    let e = env(None, 4 << 20).await?;
+    let value = canary();
+    e.fake
+        .state
+        .set(Behaviour::Stale(420, Box::new(files(&value, "v1"))));
+    let target = kubelet_target(&e.root, "uid-s", "secrets");
+    let _g = MountGuard(vec![target.clone()]);
+    let ctx = kubelet_context("kv", "web", "default", "uid-s", "default", None);
+    assert_eq!(
+        e.svc
+            .publish(publish_request("csi-s", &target, ctx), T)
+            .await?,
+        Published::Mounted
+    );
+    assert_eq!(std::fs::read_to_string(target.join("foo"))?, value);
+    let text = logs.text();
+    assert!(
+        text.contains("last-known-good") && text.contains("420"),
+        "{text}"
+    );
+    logs.assert_no_canary();
     Ok(())
 }

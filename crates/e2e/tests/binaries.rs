@@ -5,6 +5,7 @@ use e2e::workspace_binary;
 const BINARIES: &[&str] = &[
     "secrets-store-csi-driver",
     "secrets-store-provider-azure",
+    "secrets-store-sync-controller",
     "keyvault-emulator",
     "secrets-store",
     "crdgen",
@@ -40,6 +41,7 @@ fn the_daemons_print_their_version_as_upstream_does() {
     for (name, field) in [
         ("secrets-store-csi-driver", "BuildVersion"),
         ("secrets-store-provider-azure", "version"),
+        ("secrets-store-sync-controller", "BuildVersion"),
     ] {
         let out = std::process::Command::new(workspace_binary(name))
             .arg("--version")

@@ -160,11 +160,41 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         csidriver["spec"]["tokenRequests"][0]["audience"],
         "api://AzureADTokenExchange"
     );
+    // Identity binding's audience too, as upstream's chart.
+    assert_eq!(
+        csidriver["spec"]["tokenRequests"][1]["audience"],
+        "api://AKSIdentityBinding"
+    );
+    // The cluster CA (no token) where identity binding reads it.
+    let provider_spec = &find(&defaults, "DaemonSet", "csi-secrets-store-provider-azure")["spec"]["template"]
+        ["spec"];
+    assert_eq!(provider_spec["automountServiceAccountToken"], false);
+    let ca_volume = provider_spec["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "kube-root-ca"))
+        .unwrap_or_else(|| panic!("no kube-root-ca volume: {provider_spec}"));
+    assert_eq!(
+        ca_volume["projected"]["sources"][0]["configMap"]["name"],
+        "kube-root-ca.crt"
+    );
+    assert!(
+        provider_spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["name"] == "kube-root-ca"
+                && m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")),
+        "{provider_spec}"
+    );
     assert!(
         !defaults
             .iter()
             .any(|o| o["metadata"]["name"] == "secretprovidersyncing-role"),
         "secret sync RBAC must be off by default"
+    );
+    assert!(
+        !defaults.iter().any(|o| o["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("secrets-store-sync-controller"))),
+        "the sync controller must be off by default"
     );
     // A rotation interval set on the driver chart alone also bounds the provider's cache, so
     // rotation is not held back by a cached answer; an explicit cacheTTL wins.
@@ -321,6 +351,8 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
         "--keyvault-burst=200",
         "--keyvault-throttle-budget=45s",
         "--workload-identity-issuers=https://eastus.oic.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/11111111-1111-1111-1111-111111111111/",
+        "--token-proxy-url=https://kubernetes.default.svc.cluster.local",
+        "--sni-name=aeaf29ip1hi5q38ebc3u4daum81u0unk52t5bg50j25234fmuj78g.ests.aks",
         "--healthz-port=8990",
         "--prometheus-port=8899",
         "--custom-user-agent=managedBy:ci",
@@ -330,6 +362,98 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
             "missing {expected} in {args:?}"
         );
     }
+
+    // The sync controller (syncController.enabled in full values): a Deployment with the
+    // provider as a sidecar on a pod-private socket, the API token in the controller only, the
+    // RBAC of deploy/rbac-sync-controller.yaml, and upstream's eight admission policies.
+    let deployment = find(&full, "Deployment", "secrets-store-sync-controller");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "secrets-store-sync-controller");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["volumes"][0]["emptyDir"], serde_json::json!({}));
+    let mounts = |c: usize| -> Vec<String> {
+        pod["containers"][c]["volumeMounts"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(pod["containers"][0]["name"], "manager");
+    assert!(
+        mounts(0).contains(&"api-token".to_owned()),
+        "{:?}",
+        mounts(0)
+    );
+    assert_eq!(pod["containers"][1]["name"], "provider-azure");
+    assert!(
+        !mounts(1).contains(&"api-token".to_owned()),
+        "the provider gets no API token"
+    );
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "ghcr.io/secrets-store-rs/secrets-store-sync-controller:0.1.0-ci"
+    );
+    let args = container_args(deployment, "manager");
+    for expected in [
+        "--provider-volume=/provider",
+        "--token-request-audience=api://AzureADTokenExchange,api://AKSIdentityBinding",
+        "--rotation-poll-interval=1h",
+        "-v=4",
+    ] {
+        assert!(
+            args.contains(&expected.to_owned()),
+            "missing {expected} in {args:?}"
+        );
+    }
+    assert!(
+        container_args(deployment, "provider-azure")
+            .contains(&"--endpoint=unix:///provider/azure.sock".to_owned())
+    );
+    let deployed: Vec<Value> = serde_saphyr::from_multiple(
+        &std::fs::read_to_string(project_root().join("deploy/rbac-sync-controller.yaml"))
+            .expect("deploy/rbac-sync-controller.yaml"),
+    )
+    .expect("deploy/rbac-sync-controller.yaml is YAML");
+    assert_eq!(
+        find(&full, "ClusterRole", "secrets-store-sync-controller")["rules"],
+        find(&deployed, "ClusterRole", "secrets-store-sync-controller")["rules"],
+        "the chart's sync-controller ClusterRole differs from deploy/rbac-sync-controller.yaml"
+    );
+    let policies: Vec<&str> = full
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(policies.len(), 8, "{policies:?}");
+    for policy in &policies {
+        let binding = find(
+            &full,
+            "ValidatingAdmissionPolicyBinding",
+            &format!("{policy}-binding"),
+        );
+        assert_eq!(binding["spec"]["policyName"], *policy);
+        assert_eq!(binding["spec"]["validationActions"][0], "Deny");
+    }
+    let no_policies = render(
+        &helm_bin,
+        PROVIDER_CHART,
+        &[
+            "--set",
+            "syncController.enabled=true",
+            "--set",
+            "syncController.validatingAdmissionPolicies.applyPolicies=false",
+        ],
+    );
+    find(&no_policies, "Deployment", "secrets-store-sync-controller");
+    assert!(
+        !no_policies
+            .iter()
+            .any(|o| o["kind"] == "ValidatingAdmissionPolicy"),
+        "applyPolicies=false renders no policy"
+    );
 
     // Every flag the chart passes parses in our binaries (kubelet's $(VAR) expansion applied).
     for (ds, container, binary) in [
@@ -352,6 +476,39 @@ async fn charts_render_and_the_apiserver_accepts_every_object() {
                         .replace("$(KUBE_NODE_NAME)", "node-1")
                 })
                 .collect();
+            let out = Command::new(e2e::workspace_binary(binary))
+                .args(&args)
+                .arg("--version")
+                .output()
+                .expect("run the binary");
+            assert!(
+                out.status.success(),
+                "{binary} refuses the chart's flags {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    for objects in [&defaults, &full] {
+        for (deployment, container, binary) in [
+            (
+                "secrets-store-sync-controller",
+                "manager",
+                "secrets-store-sync-controller",
+            ),
+            (
+                "secrets-store-sync-controller",
+                "provider-azure",
+                "secrets-store-provider-azure",
+            ),
+        ] {
+            if !objects
+                .iter()
+                .any(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment)
+            {
+                continue;
+            }
+            let args = container_args(find(objects, "Deployment", deployment), container);
             let out = Command::new(e2e::workspace_binary(binary))
                 .args(&args)
                 .arg("--version")
@@ -424,6 +581,65 @@ fn chart_crds_and_rbac_match_the_static_manifests() {
         rules(&deployed, "secretproviderclasses-role"),
         "the chart's driver ClusterRole differs from deploy/rbac.yaml"
     );
+}
+
+/// `rotation.restartOwners` (not upstream, off by default): the restart RBAC of
+/// deploy/rbac-restart.yaml and the driver flags appear only when it is on.
+#[test]
+fn restart_owners_rbac_only_when_enabled() {
+    let helm_bin = require_peer!(Peer::Helm);
+    let default = render(&helm_bin, DRIVER_CHART, &[]);
+    assert!(
+        !default
+            .iter()
+            .any(|o| o["metadata"]["name"] == "secretproviderrestart-role"),
+        "restart RBAC rendered although rotation.restartOwners is off"
+    );
+    let args = container_args(
+        find(&default, "DaemonSet", "secrets-store-csi-driver"),
+        "secrets-store",
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--rotation-restart")),
+        "{args:?}"
+    );
+
+    let on = render(
+        &helm_bin,
+        DRIVER_CHART,
+        &[
+            "--set",
+            "rotation.restartOwners=true",
+            "--set",
+            "rotation.minInterval=10m",
+        ],
+    );
+    let deployed: Vec<Value> = serde_saphyr::from_multiple(
+        &std::fs::read_to_string(project_root().join("deploy/rbac-restart.yaml"))
+            .expect("rbac-restart"),
+    )
+    .expect("deploy/rbac-restart.yaml is YAML");
+    assert_eq!(
+        find(&on, "ClusterRole", "secretproviderrestart-role")["rules"],
+        find(&deployed, "ClusterRole", "secretproviderrestart-role")["rules"],
+        "the chart's restart ClusterRole differs from deploy/rbac-restart.yaml"
+    );
+    let binding = find(
+        &on,
+        "ClusterRoleBinding",
+        "secretproviderrestart-rolebinding",
+    );
+    assert_eq!(binding["subjects"][0]["name"], "secrets-store-csi-driver");
+    let args = container_args(
+        find(&on, "DaemonSet", "secrets-store-csi-driver"),
+        "secrets-store",
+    );
+    for expected in [
+        "--rotation-restart-owners=true",
+        "--rotation-restart-min-interval=10m",
+    ] {
+        assert!(args.contains(&expected.to_owned()), "{expected}: {args:?}");
+    }
 }
 
 /// One line of `tests/fixtures/upstream-values.txt`: an upstream leaf value and what to set it to.
@@ -775,9 +991,10 @@ async fn the_crd_hook_installs_and_upgrades_the_crds_under_its_own_rbac() {
             names,
             [
                 "secretproviderclasses.secrets-store.csi.x-k8s.io",
-                "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"
+                "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io",
+                "secretsyncs.secret-sync.x-k8s.io"
             ],
-            "the hook's rules name exactly the two CRDs"
+            "the hook's rules name exactly the three CRDs"
         );
     }
     Api::<ClusterRole>::all(admin.clone())

@@ -90,6 +90,11 @@ fn provider_flags_are_documented() {
     check_binary("secrets-store-provider-azure");
 }
 
+#[test]
+fn sync_controller_flags_are_documented() {
+    check_binary("secrets-store-sync-controller");
+}
+
 /// Dotted paths of every leaf (and every list) in a values.yaml.
 fn value_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
     match v {

@@ -19,7 +19,7 @@ use std::{
     net::Ipv4Addr,
     path::PathBuf,
     process::{Command, ExitCode},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -28,7 +28,7 @@ use k8s_openapi::api::{
     core::v1::{Pod, Secret},
     storage::v1::{CSIDriver, CSINode},
 };
-use keyvault_emulator::{Emulator, EmulatorConfig};
+use keyvault_emulator::{Emulator, EmulatorConfig, Fault};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, PostParams},
@@ -66,6 +66,22 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     (
         "pod_reads_its_files_with_pod_status_and_synced_secret",
         pod_reads_its_files,
+    ),
+    (
+        "fs_group_owns_the_files_so_a_non_root_user_reads_0640",
+        fs_group_owns_the_files,
+    ),
+    (
+        "selection_optional_json_keys_template_and_fs_group_in_one_pod",
+        beyond_upstream_in_one_pod,
+    ),
+    (
+        "secret_sync_without_a_mount_feeds_a_pod_env",
+        secret_sync_feeds_env,
+    ),
+    (
+        "new_pod_starts_from_last_known_good_during_a_key_vault_outage",
+        last_known_good,
     ),
     ("every_identity_mode_through_kubelet", every_identity_mode),
     (
@@ -190,6 +206,8 @@ struct Env {
     starts: u32,
     env_file: PathBuf,
     scratch: PathBuf,
+    /// Where the provider's socket is (`--provider-volume` of the driver).
+    providers: PathBuf,
 }
 
 impl World {
@@ -217,9 +235,12 @@ impl Env {
             .await
             .context("the control plane peers are missing")??;
         let client = cp.client();
-        for crd in ["secretproviderclasses", "secretproviderclasspodstatuses"] {
-            let path =
-                project_root().join(format!("deploy/crds/secrets-store.csi.x-k8s.io_{crd}.yaml"));
+        for crd in [
+            "secrets-store.csi.x-k8s.io_secretproviderclasses",
+            "secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses",
+            "secret-sync.x-k8s.io_secretsyncs",
+        ] {
+            let path = project_root().join(format!("deploy/crds/{crd}.yaml"));
             cp.apply_crd_yaml(&std::fs::read_to_string(&path)?).await?;
         }
         let csidriver: CSIDriver = serde_saphyr::from_str(&std::fs::read_to_string(
@@ -302,6 +323,7 @@ impl Env {
             starts: 0,
             env_file,
             scratch,
+            providers,
         };
         env.start_provider()?;
         env.start_driver()?;
@@ -360,6 +382,20 @@ impl Env {
         type ClassDef<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<serde_json::Value>);
         let classes: Vec<ClassDef<'_>> = vec![
             ("sp", vec![], Some(sync)),
+            (
+                "beyond",
+                vec![("objects", BEYOND_OBJECTS), ("templates", BEYOND_TEMPLATES)],
+                None,
+            ),
+            ("stale", vec![("maxStaleness", "1h")], None),
+            (
+                "sp-0640",
+                vec![(
+                    "objects",
+                    "array:\n  - |\n    objectName: plain\n    objectType: secret\n    filePermission: \"0640\"\n",
+                )],
+                None,
+            ),
             ("workload", vec![("clientID", WI)], None),
             ("pod-identity", vec![("usePodIdentity", "true")], None),
             (
@@ -522,6 +558,9 @@ vaults:
     access: [{SP}, {MI}, {UAMI}, {WI}]
     secrets:
       - {{ name: plain, value: "initial value" }}
+      - {{ name: app-user, value: alice, tags: {{ team: web }} }}
+      - {{ name: app-token, value: t0k3n, tags: {{ team: web }} }}
+      - {{ name: db, value: '{{"username": "app", "password": "pw-1"}}' }}
     keys:
       - {{ name: ec1, kty: EC, crv: P-256 }}
 identities:
@@ -659,6 +698,311 @@ fn pod_reads_its_files(w: &mut World) -> Result<(), Failed> {
         );
         Ok(())
     })
+}
+
+/// The pod's fsGroup reaches the driver (VOLUME_MOUNT_GROUP): with the object's
+/// `filePermission: "0640"` the
+/// files are root's and the fsGroup's, so the container's non-root user (kubelet gives it the
+/// fsGroup as a supplementary group) reads them. Without the ownership it could not.
+fn fs_group_owns_the_files(w: &mut World) -> Result<(), Failed> {
+    run(w, async |env| {
+        let mut spec = pod(
+            "fsgroup",
+            "default",
+            vec![csi_volume("secrets", "sp-0640", Some("sp-creds"))],
+        );
+        if let Some(s) = spec.spec.as_mut() {
+            s.security_context = Some(serde_json::from_value(serde_json::json!({
+                "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+            }))?);
+        }
+        let pod = env.run_pod(spec).await?;
+        let stat = env.node().exec(
+            &pod,
+            "app",
+            &["stat", "-L", "-c", "%u %g %a", "/mnt/secrets/plain"],
+        )?;
+        ensure!(stat.trim() == "0 2000 640", "owner, group, mode: {stat}");
+        ensure!(
+            env.cat(&pod, "/mnt/secrets/plain")? == "initial value",
+            "uid 1000 with supplementary group 2000 reads the 0640 file"
+        );
+        let id = env.node().exec(&pod, "app", &["id"])?;
+        ensure!(id.contains("uid=1000") && id.contains("2000"), "id: {id}");
+        env.node().delete_pod(NS, "fsgroup", POD_TIMEOUT).await?;
+        Ok(())
+    })
+}
+
+/// Issue 16's class: a prefix selection into a folder, an optional object that does not exist,
+/// JSON keys of a secret, and a template over all of them.
+const BEYOND_OBJECTS: &str = r#"array:
+  - |
+    objectNamePrefix: app-
+    objectType: secret
+    objectAlias: app
+  - |
+    objectName: missing-one
+    objectType: secret
+    optional: "true"
+  - |
+    objectName: db
+    objectType: secret
+    jmesPath:
+      - path: username
+        objectAlias: db-user
+      - path: password
+        objectAlias: db-password
+"#;
+
+const BEYOND_TEMPLATES: &str = r#"- path: app.env
+  template: |
+    USER={{ files["app/app-user"] }}
+    TOKEN={{ files["app/app-token"] }}
+    DB_PASSWORD={{ files["db-password"] }}
+    {% if files["missing-one"] is defined %}MISSING=present{% else %}MISSING=absent{% endif %}
+"#;
+
+/// Everything of issue 16 in one pod through kubelet, as a non-root user with an fsGroup: the
+/// selected objects in their folder, no file and one Warning Event for the optional object,
+/// the JSON keys as files, the rendered template, all group-owned by the fsGroup.
+fn beyond_upstream_in_one_pod(w: &mut World) -> Result<(), Failed> {
+    run(w, async |env| {
+        let mut spec = pod(
+            "beyond",
+            "default",
+            vec![csi_volume("secrets", "beyond", Some("sp-creds"))],
+        );
+        if let Some(s) = spec.spec.as_mut() {
+            s.security_context = Some(serde_json::from_value(serde_json::json!({
+                "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+            }))?);
+        }
+        let pod = env.run_pod(spec).await?;
+        for (path, want) in [
+            ("app/app-user", "alice"),
+            ("app/app-token", "t0k3n"),
+            ("db-user", "app"),
+            ("db-password", "pw-1"),
+            (
+                "app.env",
+                "USER=alice\nTOKEN=t0k3n\nDB_PASSWORD=pw-1\nMISSING=absent\n",
+            ),
+        ] {
+            let got = env.cat(&pod, &format!("/mnt/secrets/{path}"))?;
+            ensure!(got == want, "/mnt/secrets/{path}: {got:?}, want {want:?}");
+        }
+        let listing = env
+            .node()
+            .exec(&pod, "app", &["ls", "-a", "/mnt/secrets"])?;
+        ensure!(
+            !listing.lines().any(|l| l == "missing-one"),
+            "the optional object has no file: {listing}"
+        );
+        let groups = env.node().exec(
+            &pod,
+            "app",
+            &[
+                "stat",
+                "-L",
+                "-c",
+                "%g",
+                "/mnt/secrets/app.env",
+                "/mnt/secrets/app/app-user",
+                "/mnt/secrets/db-user",
+            ],
+        )?;
+        ensure!(
+            groups.lines().all(|g| g == "2000") && groups.lines().count() == 3,
+            "fsGroup owns the files: {groups}"
+        );
+        let events = env.node().event_messages(NS, "beyond").await;
+        let absent: Vec<_> = events
+            .iter()
+            .filter(|e| e.starts_with("OptionalSecretObjectAbsent") && e.contains("missing-one"))
+            .collect();
+        ensure!(
+            absent.len() == 1,
+            "one Warning Event for the optional object: {events:?}"
+        );
+        env.node().delete_pod(NS, "beyond", POD_TIMEOUT).await?;
+        Ok(())
+    })
+}
+
+/// Issue 18 on the node: the SecretSync controller (in this process, as its Deployment would run
+/// it) syncs a Key Vault secret into a Secret through the same provider, with a workload-identity
+/// token it requests for the SecretSync's service account, no pod mounting anything; a pod
+/// (kubelet resolves `secretKeyRef`) reads it from its environment. The test control plane has no
+/// Deployment controller, so the consumer is a bare pod.
+fn secret_sync_feeds_env(w: &mut World) -> Result<(), Failed> {
+    run(w, async |env| {
+        let config = sync_controller::Config {
+            provider_dirs: vec![env.providers.clone()],
+            audiences: vec!["api://AzureADTokenExchange".into()],
+            pod_name: "sync-controller".into(),
+            pod_uid: "00000000-0000-4000-8000-00000000c0de".into(),
+            retry_base: Duration::from_millis(500),
+            ..sync_controller::Config::default()
+        };
+        let provider = Arc::new(driver::GrpcProviderClient::new(
+            config.provider_dirs.clone(),
+            config.max_recv_msg_size,
+        ));
+        let ctx = Arc::new(sync_controller::Context::new(
+            env.client.clone(),
+            provider,
+            config,
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controller = tokio::spawn(sync_controller::run(ctx, async move {
+            let _ = stopped.await;
+        }));
+        let result = async {
+            let ss: secrets_store_api::secretsync::SecretSync =
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+                    "kind": "SecretSync",
+                    "metadata": { "name": "synced-env", "namespace": NS },
+                    "spec": {
+                        "serviceAccountName": "workload",
+                        "secretProviderClassName": "workload",
+                        "secretObject": {
+                            "type": "Opaque",
+                            "data": [{ "sourcePath": "plain", "targetKey": "value" }],
+                        },
+                    },
+                }))?;
+            Api::<secrets_store_api::secretsync::SecretSync>::namespaced(env.client.clone(), NS)
+                .create(&PostParams::default(), &ss)
+                .await?;
+            let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let value = secrets
+                    .get_opt("synced-env")
+                    .await?
+                    .and_then(|s| s.data)
+                    .and_then(|d| d.get("value").map(|b| b.0.clone()));
+                if value.as_deref() == Some(b"initial value".as_slice()) {
+                    break;
+                }
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the SecretSync's Secret did not appear within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let mut spec = pod("sync-env", "default", vec![]);
+            if let Some(c) = spec.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+                c.env = Some(vec![serde_json::from_value(serde_json::json!({
+                    "name": "SYNCED",
+                    "valueFrom": { "secretKeyRef": { "name": "synced-env", "key": "value" } },
+                }))?]);
+                c.command = Some(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo \"SYNCED=$SYNCED\"; trap 'exit 0' TERM; while true; do sleep 1; done"
+                        .into(),
+                ]);
+            }
+            let pod = env.run_pod(spec).await?;
+            let log = env.node().pod_log(&pod, "app")?;
+            ensure!(
+                log.lines().any(|l| l == "SYNCED=initial value"),
+                "the synced Secret in the container's environment: {log}"
+            );
+            env.node().delete_pod(NS, "sync-env", POD_TIMEOUT).await?;
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let _ = stop.send(());
+        let _ = controller.await;
+        result
+    })
+}
+
+/// Issue 17 through kubelet: with `maxStaleness`, a new pod starts while Key Vault answers 503,
+/// from the answer this node fetched for the same identity, with a `ServedStale` Event; another
+/// identity is refused, and a disabled secret's 403 is never masked.
+fn last_known_good(w: &mut World) -> Result<(), Failed> {
+    run(w, async |env| {
+        let admin = env.emu.admin();
+        let volume = |creds: &str| vec![csi_volume("secrets", "stale", Some(creds))];
+        let first = env
+            .run_pod(pod("lkg-first", "default", volume("sp-creds")))
+            .await?;
+        ensure!(env.cat(&first, "/mnt/secrets/plain")? == "initial value");
+        for route in ["GetSecret", "GetKey"] {
+            admin
+                .inject_fault(
+                    route,
+                    Fault::ServerError {
+                        count: 100_000,
+                        status: 503,
+                    },
+                )
+                .await?;
+        }
+        // Past the driver's max age (half its poll interval) a new mount asks Key Vault again.
+        tokio::time::sleep(POLL / 2 + Duration::from_secs(1)).await;
+        let second = env
+            .run_pod(pod("lkg-second", "default", volume("sp-creds")))
+            .await?;
+        ensure!(
+            env.cat(&second, "/mnt/secrets/plain")? == "initial value",
+            "served from last-known-good"
+        );
+        let events = env.node().event_messages(NS, "lkg-second").await;
+        ensure!(
+            events.iter().any(|e| e.starts_with("ServedStale")),
+            "a ServedStale Event on the pod: {events:?}"
+        );
+
+        // An identity without a fetch on this node, then a revoked object: both fail the mount.
+        env.node()
+            .create_pod(pod("lkg-outsider", "default", volume("outsider-creds")))
+            .await?;
+        expect_failed_mount(env, "lkg-outsider", "").await?;
+        admin.clear_faults().await?;
+        admin.set_secret_enabled("kv1", "plain", false).await?;
+        tokio::time::sleep(POLL / 2 + Duration::from_secs(1)).await;
+        env.node()
+            .create_pod(pod("lkg-revoked", "default", volume("sp-creds")))
+            .await?;
+        let revoked = expect_failed_mount(env, "lkg-revoked", "403").await;
+        admin.set_secret_enabled("kv1", "plain", true).await?;
+        revoked?;
+        for name in ["lkg-first", "lkg-second", "lkg-outsider", "lkg-revoked"] {
+            env.node().delete_pod(NS, name, POD_TIMEOUT).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Waits up to 60 s for a FailedMount Event on `name` containing `needle`; the pod must not run
+/// and must have no ServedStale Event.
+async fn expect_failed_mount(env: &Env, name: &str, needle: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let events = env.node().event_messages(NS, name).await;
+        if events
+            .iter()
+            .any(|e| e.starts_with("FailedMount") && e.contains(needle))
+        {
+            ensure!(
+                !events.iter().any(|e| e.starts_with("ServedStale")),
+                "pod {name} was served stale contents: {events:?}"
+            );
+            let p = env.pod(name).await?;
+            ensure!(!test_support::pod_ready(&p), "pod {name} runs");
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("pod {name}: no FailedMount event naming {needle:?}: {events:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn every_identity_mode(w: &mut World) -> Result<(), Failed> {

@@ -68,6 +68,9 @@ pub enum AuthError {
         /// Transport error or last status.
         reason: String,
     },
+    /// Identity binding: the cluster's token proxy cannot be used (URL, SNI name, CA file).
+    #[error("proxy transport not available: {0}")]
+    TokenProxy(#[source] crate::token_proxy::TokenProxyError),
     /// The endpoint answered 200 with something that is not a token response.
     #[error("token endpoint {endpoint} returned an unexpected response: {reason}")]
     BadResponse {
@@ -87,6 +90,12 @@ impl AuthError {
             }
             Self::NmiIncomplete | Self::BadResponse { .. } => "auth_bad_response",
             Self::NoPodInfo => "auth_config",
+            Self::TokenProxy(e) => match e {
+                crate::token_proxy::TokenProxyError::ParseUrl { .. }
+                | crate::token_proxy::TokenProxyError::BadUrl { .. }
+                | crate::token_proxy::TokenProxyError::BadSni(_) => "auth_config",
+                _ => "auth_unavailable",
+            },
             Self::Unavailable { .. } => "auth_unavailable",
         }
     }
@@ -367,7 +376,7 @@ impl fmt::Debug for ClientSecretCredential {
     }
 }
 
-fn token_url(cloud: &Cloud, tenant: &str) -> Result<Url, AuthError> {
+pub(crate) fn token_url(cloud: &Cloud, tenant: &str) -> Result<Url, AuthError> {
     let base = &cloud.active_directory_endpoint;
     Url::parse(base)
         .and_then(|u| u.join(&format!("{tenant}/oauth2/v2.0/token")))
@@ -407,6 +416,38 @@ async fn entra_token(
     let endpoint = endpoint_name(url);
     let reply = send(retry, &endpoint, is_retryable_status, || {
         http.post(url.clone()).form(form)
+    })
+    .await?;
+    if reply.status != 200 {
+        return Err(AuthError::Rejected {
+            endpoint,
+            reason: entra_reason(&reply.body, reply.status),
+        });
+    }
+    decode_token_response(&endpoint, &reply.body)
+}
+
+/// [`entra_token`] to `url` (the token proxy), naming `shown` in errors and sending `host` as
+/// the `Host` header.
+pub(crate) async fn entra_token_to(
+    http: &reqwest::Client,
+    url: &Url,
+    shown: &str,
+    host: &str,
+    retry: &RetryPolicy,
+    form: &[(&str, &str)],
+) -> Result<AccessToken, AuthError> {
+    let endpoint = {
+        let mut u = shown.split('?');
+        u.next().unwrap_or_default().to_owned()
+    };
+    let reply = send(retry, &endpoint, is_retryable_status, || {
+        let b = http.post(url.clone()).form(form);
+        if host.is_empty() {
+            b
+        } else {
+            b.header(reqwest::header::HOST, host)
+        }
     })
     .await?;
     if reply.status != 200 {

@@ -182,34 +182,35 @@ pub enum HttpError {
     Build(String),
 }
 
-fn load_pem_file(path: &Path, out: &mut Vec<CertificateDer<'static>>) -> Result<usize, String> {
+/// Adds every certificate of a PEM file to `store`, one at a time: each DER copy is dropped as
+/// soon as its trust anchor is taken, so loading a system bundle of ~150 roots never holds them
+/// all twice (the peak stays the file plus the anchors; issue 15's heap profile). A PEM framing
+/// error fails the file; a certificate webpki cannot use as an anchor is skipped, as before.
+/// Returns how many certificates the file held.
+fn load_pem_file(path: &Path, store: &mut rustls::RootCertStore) -> Result<usize, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(&bytes) {
-        match cert {
-            Ok(c) => {
-                out.push(c);
-                n += 1;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+        let cert = cert.map_err(|e| e.to_string())?;
+        n += 1;
+        let _ = store.add(cert);
     }
     Ok(n)
 }
 
 /// Collects the trust anchors described by `opts`.
 pub fn load_roots(opts: &HttpOptions) -> Result<rustls::RootCertStore, HttpError> {
-    let mut certs = Vec::new();
+    let mut store = rustls::RootCertStore::empty();
     if opts.system_roots {
         for p in SYSTEM_BUNDLES {
             let p = Path::new(p);
-            if p.exists() && load_pem_file(p, &mut certs).is_ok() {
+            if p.exists() && load_pem_file(p, &mut store).is_ok() {
                 break;
             }
         }
     }
     if let Some(p) = &opts.ssl_cert_file {
-        let n = load_pem_file(p, &mut certs).map_err(|reason| HttpError::Roots {
+        let n = load_pem_file(p, &mut store).map_err(|reason| HttpError::Roots {
             path: p.display().to_string(),
             reason,
         })?;
@@ -226,12 +227,9 @@ pub fn load_roots(opts: &HttpOptions) -> Result<rustls::RootCertStore, HttpError
         };
         for e in entries.flatten() {
             // Unreadable or non-PEM files in a cert dir are skipped, as OpenSSL does.
-            let _ = load_pem_file(&e.path(), &mut certs);
+            let _ = load_pem_file(&e.path(), &mut store);
         }
     }
-    let mut store = rustls::RootCertStore::empty();
-    // Individual unparsable anchors in a system bundle are skipped, not fatal.
-    let _ = store.add_parsable_certificates(certs);
     Ok(store)
 }
 
@@ -251,13 +249,25 @@ pub fn user_agent(suffix: Option<&str>) -> String {
 /// Builds the shared client. One per process (or per test); cheap to clone.
 pub fn build_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
     let roots = load_roots(opts)?;
+    client_builder(opts, roots, &[b"h2", b"http/1.1"])?
+        .build()
+        .map_err(|e| HttpError::Build(e.to_string()))
+}
+
+/// The shared client shape (rustls with the ring provider, timeouts, User-Agent, `opts.resolve`)
+/// over the given trust anchors and ALPN protocols, left open for more settings.
+pub(crate) fn client_builder(
+    opts: &HttpOptions,
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> Result<reqwest::ClientBuilder, HttpError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| HttpError::Build(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(opts.connect_timeout)
@@ -266,7 +276,7 @@ pub fn build_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
     for (host, addr) in &opts.resolve {
         b = b.resolve(host, *addr);
     }
-    b.build().map_err(|e| HttpError::Build(e.to_string()))
+    Ok(b)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! - [`ManagedIdentityCredential`]: VM managed identity via IMDS (system- or user-assigned),
 //!   honouring `AZURE_POD_IDENTITY_AUTHORITY_HOST` like the Azure SDKs.
 //! - [`PodIdentityCredential`]: aad-pod-identity NMI (`localhost:2579`, overridable for tests).
+//! - [`IdentityBindingCredential`]: AKS identity binding, the service-account token for audience
+//!   `api://AKSIdentityBinding` sent through the cluster's [`TokenProxy`] (module
+//!   [`token_proxy`]: proxy URL, SNI name, CA file).
 //!
 //! All of them implement [`TokenCredential`]; [`Cloud`] resolves the four named clouds and
 //! `AzureStackCloud` (from an env file passed per mount, no process-wide state); [`Challenge`]
@@ -28,6 +31,7 @@ pub mod credential;
 pub mod http;
 pub mod retry;
 pub mod token_cache;
+pub mod token_proxy;
 
 pub use assertion::{AssertionVerifier, VerifiedSubject, VerifyError};
 pub use challenge::{Challenge, ChallengeError};
@@ -41,3 +45,7 @@ pub use http::{HttpError, HttpOptions, build_client};
 pub use retry::RetryPolicy;
 pub use sensitive::SecretString;
 pub use token_cache::{CachedCredential, PrincipalKey, TokenCache, TokenCacheStats};
+pub use token_proxy::{
+    IDENTITY_BINDING_AUDIENCE, IdentityBindingCredential, TokenProxy, TokenProxyConfig,
+    TokenProxyError,
+};

@@ -73,6 +73,8 @@ POD = {"csi.storage.k8s.io/pod.name": "web", "csi.storage.k8s.io/pod.namespace":
 OBJ_UPSTREAM = "array:\n  - |\n    objectName: secret1\n    objectType: secret\n    objectVersion: \"\"\n  - |\n    objectName: key1\n    objectType: key\n  - |\n    objectName: cert1\n    objectType: cert\n    objectAlias: tls.crt\n"
 OBJ_RICH = "array:\n  - |\n    objectName: pfx\n    objectType: secret\n    objectFormat: PFX\n    objectEncoding: base64\n    filePermission: \"0600\"\n  - |\n    objectName: hist\n    objectType: secret\n    objectVersionHistory: 3\n    objectAlias: dir/hist\n  - |\n    objectName: hexed\n    objectType: secret\n    objectEncoding: hex\n"
 OBJ_LIST = "- objectName: a\n  objectType: secret\n- objectName: b\n  objectType: key\n"
+OBJ_BEYOND = "array:\n  - |\n    objectNamePrefix: app-\n    objectTags: {env: prod}\n    objectType: secret\n    objectAlias: app\n  - |\n    objectName: \"*\"\n    objectType: cert\n    objectAlias: certs\n    optional: \"true\"\n  - |\n    objectName: db\n    objectType: secret\n    jmesPath:\n      - path: username\n        objectAlias: db-user\n"
+TEMPLATES = "- path: app.env\n  template: |\n    USER={{ files[\"db-user\"] }}\n"
 OBJ_MAPS = "array:\n  - objectName: a\n    objectType: secret\n    filePermission: '0o400'\n"
 TOKENS = j({"api://AzureADTokenExchange": {"token": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "expirationTimestamp": "2030-01-01T00:00:00Z"}})
 SP = j({"clientid": "app", "clientsecret": "sekrit"})
@@ -82,6 +84,7 @@ cases = {
     "vmmi-list": ({**POD, "keyvaultName": "kv1", "tenantId": "tid", "useVMManagedIdentity": "true", "userAssignedIdentityID": "uid", "objects": OBJ_LIST}, "null"),
     "podid-maps": ({**POD, "keyvaultName": "kv1", "tenantId": "tid", "usePodIdentity": "true", "cloudName": "AzureChinaCloud", "objects": OBJ_MAPS}, "null"),
     "stack-cloud": ({**POD, "keyvaultName": "kv1", "tenantId": "tid", "cloudName": "AzureStackCloud", "cloudEnvFileName": "/etc/kubernetes/azurestack.json", "objects": OBJ_UPSTREAM, "secretProviderClass": "kv"}, SP),
+    "beyond-upstream": ({**POD, "keyvaultName": "kv1", "tenantId": "tid", "objects": OBJ_BEYOND, "templates": TEMPLATES}, SP),
     "bad-objects": ({**POD, "keyvaultName": "kv1", "tenantId": "tid", "objects": "array:\n  - |\n    objectName: ../x\n    objectType: secrett\n"}, SP),
 }
 for name, (attrs, secrets) in cases.items():

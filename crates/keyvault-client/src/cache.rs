@@ -9,7 +9,8 @@
 //!   identity never reads an entry it did not fetch itself.
 //! - An entry is served only while the principal's own credential was accepted by that vault
 //!   within the TTL (any successful call refreshes this; a 401/403 revokes it at once).
-//! - "latest" (empty version) and version listings live one TTL; pinned versions, which Key Vault
+//! - "latest" (empty version), version listings and listings of a vault's objects (selection by
+//!   prefix or tags) live one TTL; pinned versions, which Key Vault
 //!   never changes, live `pinned_ttl`.
 //! - A connection may carry a maximum age ([`CachingConnector::connect_as`]; the driver sends it
 //!   on rotation as `secrets-store.csi.k8s.io/maxAge`): its "latest" answers and listings are
@@ -32,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use entra_auth::{BoxFuture, PrincipalKey, TokenCredential};
 
-use crate::model::{CertificateBundle, KeyBundle, ObjectKind, SecretBundle, VersionItem};
+use crate::model::{
+    CertificateBundle, KeyBundle, ObjectItem, ObjectKind, SecretBundle, VersionItem,
+};
 use crate::{Connector, KeyVault, KvError};
 
 /// Cache settings.
@@ -87,6 +90,8 @@ pub struct CacheStats {
 enum Op {
     Get(ObjectKind),
     List(ObjectKind),
+    /// A listing of the vault's objects of a kind.
+    ListAll(ObjectKind),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +109,7 @@ enum Value {
     Key(KeyBundle),
     Cert(CertificateBundle),
     Versions(Vec<VersionItem>),
+    Objects(Vec<ObjectItem>),
 }
 
 impl Value {
@@ -121,6 +127,17 @@ impl Value {
             }),
             Self::Cert(c) => s(&c.id) + c.cer.as_ref().map_or(0, Vec::len),
             Self::Versions(v) => v.iter().map(|i| 64 + i.id.len()).sum(),
+            Self::Objects(v) => v
+                .iter()
+                .map(|i| {
+                    96 + i.name.len()
+                        + s(&i.content_type)
+                        + i.tags
+                            .iter()
+                            .map(|(k, v)| 32 + k.len() + v.len())
+                            .sum::<usize>()
+                })
+                .sum(),
         }
     }
 }
@@ -343,13 +360,16 @@ impl ObjectCache {
                 Ok(v)
             }
             Err(e) => {
+                // A refused identity loses its acceptance at once; a disabled object (a 403 too,
+                // and a steady state for an optional one) says nothing about the identity.
                 if matches!(
                     e,
                     KvError::Forbidden { .. }
                         | KvError::Unauthorized { .. }
                         | KvError::Auth(_)
                         | KvError::Challenge(_)
-                ) {
+                ) && !e.is_disabled()
+                {
                     self.revoke(&key);
                 }
                 Err(e)
@@ -525,6 +545,20 @@ impl KeyVault for CachedKeyVault {
         })
     }
 
+    fn list_objects<'a>(
+        &'a self,
+        kind: ObjectKind,
+    ) -> BoxFuture<'a, Result<Vec<ObjectItem>, KvError>> {
+        Box::pin(async move {
+            let key = self.key(Op::ListAll(kind), "", "");
+            let fetch = async move { self.inner.list_objects(kind).await.map(Value::Objects) };
+            match self.cache.get_or_fetch(key, self.max_age, fetch).await? {
+                Value::Objects(v) => Ok(v),
+                _ => Err(mismatch()),
+            }
+        })
+    }
+
     fn vault_url(&self) -> &str {
         self.inner.vault_url()
     }
@@ -573,6 +607,12 @@ mod tests {
                     return Err(KvError::Forbidden {
                         code: "Forbidden".into(),
                         message: "no".into(),
+                    });
+                }
+                if name.starts_with("off") {
+                    return Err(KvError::Forbidden {
+                        code: "SecretDisabled".into(),
+                        message: "Operation get is not allowed on a disabled secret.".into(),
                     });
                 }
                 Ok(SecretBundle {
@@ -717,12 +757,18 @@ mod tests {
         kv.get_secret("s", "v1").await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 4);
 
+        // a disabled object (a 403 as well) says nothing about the principal: still a hit
+        assert!(kv.get_secret("off-1", "").await.is_err());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 5);
+        kv.get_secret("s", "v1").await.unwrap();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 5);
+
         assert!(kv.get_secret("deny-me", "").await.is_err());
         assert!(kv.get_secret("deny-me", "").await.is_err());
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 6);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 7);
         // a 403 revokes the principal's acceptance: the next read goes to the vault
         kv.get_secret("s", "v1").await.unwrap();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 7);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 8);
     }
 
     /// Rotation (issue 15): a caller that asks for answers no older than `max_age` gets "latest"

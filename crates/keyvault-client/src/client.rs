@@ -10,8 +10,9 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::model::{
-    CertificateBundle, KeyBundle, ObjectKind, SecretBundle, VersionItem, decode_certificate,
-    decode_error, decode_key, decode_secret, decode_versions_page,
+    CertificateBundle, KeyBundle, ObjectItem, ObjectKind, SecretBundle, VersionItem,
+    decode_certificate, decode_error, decode_inner_code, decode_key, decode_objects_page,
+    decode_secret, decode_versions_page,
 };
 use crate::throttle::{PacingOptions, VaultRegistry, VaultShared};
 use crate::{Connector, KeyVault, KvError};
@@ -20,6 +21,10 @@ use crate::{Connector, KeyVault, KvError};
 pub const API_VERSION: &str = "7.4";
 /// Upper bound on `nextLink` pages followed for one listing.
 const MAX_PAGES: usize = 100;
+/// Items asked per page of a vault listing: Key Vault's largest page (1-25).
+const LIST_PAGE_SIZE: &str = "25";
+/// Upper bound on pages of a vault listing (400 × 25 = 10,000 objects).
+const MAX_LIST_PAGES: usize = 400;
 /// Largest 200 body read: a secret value is at most 25 KiB, and its JSON (or a certificate with
 /// its chain, or a page of versions) stays well below this. A longer body is a bad response, read
 /// no further than the cap.
@@ -67,8 +72,8 @@ impl Default for ClientOptions {
 /// Told about every Key Vault HTTP exchange and every wait at a vault's pacer; the provider turns
 /// these into Prometheus series. Labels are bounded: an operation name and a status label.
 pub trait RequestObserver: Send + Sync {
-    /// One HTTP attempt ended: `operation` is `get_secret`, `get_key`, `get_certificate` or
-    /// `list_versions`; `status` is [`status_label`] of the answer, or `timeout` / `transport`.
+    /// One HTTP attempt ended: `operation` is `get_secret`, `get_key`, `get_certificate`,
+    /// `list_versions` or `list_objects`; `status` is [`status_label`] of the answer, or `timeout` / `transport`.
     fn response(&self, operation: &'static str, status: &'static str);
     /// A request waited this long for its vault's pacer or gate.
     fn throttle_wait(&self, waited: Duration);
@@ -229,6 +234,37 @@ impl HttpKeyVault {
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
+    /// GETs `url` and every page its `nextLink`s name (only on the vault's own origin), at most
+    /// `max_pages`, decoding each with `decode`.
+    async fn get_pages<T>(
+        &self,
+        operation: &'static str,
+        mut url: Url,
+        max_pages: usize,
+        what: &str,
+        decode: impl Fn(&[u8]) -> Result<(Vec<T>, Option<String>), KvError>,
+    ) -> Result<Vec<T>, KvError> {
+        let mut out = Vec::new();
+        for _ in 0..max_pages {
+            let (items, next_link) = decode(&self.get(operation, &url).await?)?;
+            out.extend(items);
+            let Some(link) = next_link else {
+                return Ok(out);
+            };
+            let next =
+                Url::parse(&link).map_err(|e| KvError::BadResponse(format!("nextLink: {e}")))?;
+            if !self.same_origin(&next) {
+                return Err(KvError::BadResponse(
+                    "nextLink points outside the vault".into(),
+                ));
+            }
+            url = next;
+        }
+        Err(KvError::BadResponse(format!(
+            "more than {max_pages} pages of {what}"
+        )))
+    }
+
     async fn cached_token(&self) -> Option<String> {
         let guard = self.auth.lock().await;
         guard.as_ref().and_then(|(_, t)| {
@@ -345,7 +381,15 @@ impl HttpKeyVault {
                         }
                         s => {
                             let body = error_body(resp).await;
-                            let (code, message) = decode_error(&body);
+                            let (mut code, message) = decode_error(&body);
+                            // A disabled object is a 403 too; its inner code tells it from a
+                            // refused identity.
+                            if s == 403
+                                && let Some(inner) = decode_inner_code(&body)
+                                && inner.ends_with("Disabled")
+                            {
+                                code = inner;
+                            }
                             return Err(match s {
                                 404 => KvError::NotFound { code, message },
                                 403 => KvError::Forbidden { code, message },
@@ -475,29 +519,37 @@ impl KeyVault for HttpKeyVault {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<VersionItem>, KvError>> {
         Box::pin(async move {
-            let mut url = self.object_url(kind, name, "versions")?;
-            let mut out = Vec::new();
-            for _ in 0..MAX_PAGES {
-                let (items, next_link) =
-                    decode_versions_page(kind, &self.get("list_versions", &url).await?)?;
-                out.extend(items);
-                match next_link {
-                    None => return Ok(out),
-                    Some(link) => {
-                        let next = Url::parse(&link)
-                            .map_err(|e| KvError::BadResponse(format!("nextLink: {e}")))?;
-                        if !self.same_origin(&next) {
-                            return Err(KvError::BadResponse(
-                                "nextLink points outside the vault".into(),
-                            ));
-                        }
-                        url = next;
-                    }
-                }
+            let url = self.object_url(kind, name, "versions")?;
+            self.get_pages("list_versions", url, MAX_PAGES, "versions", |body| {
+                decode_versions_page(kind, body)
+            })
+            .await
+        })
+    }
+
+    fn list_objects<'a>(
+        &'a self,
+        kind: ObjectKind,
+    ) -> BoxFuture<'a, Result<Vec<ObjectItem>, KvError>> {
+        Box::pin(async move {
+            let mut url = self.base.clone();
+            {
+                let mut seg = url
+                    .path_segments_mut()
+                    .map_err(|()| KvError::BadResponse("vault URL cannot be a base".into()))?;
+                seg.pop_if_empty().push(kind.segment());
             }
-            Err(KvError::BadResponse(format!(
-                "more than {MAX_PAGES} pages of versions"
-            )))
+            url.query_pairs_mut()
+                .append_pair("api-version", API_VERSION)
+                .append_pair("maxresults", LIST_PAGE_SIZE);
+            self.get_pages(
+                "list_objects",
+                url,
+                MAX_LIST_PAGES,
+                kind.segment(),
+                |body| decode_objects_page(kind, body),
+            )
+            .await
         })
     }
 

@@ -64,6 +64,12 @@ pub enum KvError {
 }
 
 impl KvError {
+    /// A 403 because the object (or the asked version) is disabled, not because of access:
+    /// Key Vault's inner error code `SecretDisabled`, `KeyDisabled` or `CertificateDisabled`.
+    pub fn is_disabled(&self) -> bool {
+        matches!(self, Self::Forbidden { code, .. } if code.ends_with("Disabled"))
+    }
+
     /// Bounded label for metrics and the gRPC code mapping.
     pub fn kind(&self) -> &'static str {
         match self {

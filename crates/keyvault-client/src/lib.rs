@@ -1,6 +1,7 @@
 //! A thin Azure Key Vault data-plane client, api-version 7.4 (what the upstream provider's SDKs
-//! use): get a secret, key or certificate (latest or a given version) and list an object's
-//! versions (following `nextLink`).
+//! use): get a secret, key or certificate (latest or a given version), list an object's
+//! versions, and list a vault's secrets, keys or certificates with their attributes and tags
+//! (following `nextLink`).
 //!
 //! The [`KeyVault`] trait is what the provider calls; [`Connector`] makes one per (vault,
 //! credential). A caching/coalescing layer (issue 7) wraps both without changing the provider.
@@ -36,14 +37,15 @@ pub use client::{
 };
 pub use error::KvError;
 pub use model::{
-    CertificateBundle, Jwk, KeyBundle, ObjectKind, SecretBundle, SecretBytes, VersionItem,
-    last_segment,
+    CertificateBundle, Jwk, KeyBundle, ObjectItem, ObjectKind, SecretBundle, SecretBytes,
+    VersionItem, last_segment,
 };
 /// Response bodies → the types above, as [`HttpKeyVault`] decodes them (public for the fuzz
 /// targets in `crates/fuzz`).
 #[doc(hidden)]
 pub use model::{
-    decode_certificate, decode_error, decode_key, decode_secret, decode_versions_page,
+    decode_certificate, decode_error, decode_inner_code, decode_key, decode_objects_page,
+    decode_secret, decode_versions_page,
 };
 pub use throttle::PacingOptions;
 
@@ -80,6 +82,21 @@ pub trait KeyVault: Send + Sync {
         kind: ObjectKind,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<VersionItem>, KvError>>;
+
+    /// `GET /{kind}?maxresults=25`, all pages: every object of the kind with its attributes and
+    /// tags (Key Vault's `list` permission). Implementations that cannot list (test fakes)
+    /// answer an error by default.
+    fn list_objects<'a>(
+        &'a self,
+        kind: ObjectKind,
+    ) -> BoxFuture<'a, Result<Vec<ObjectItem>, KvError>> {
+        let _ = kind;
+        Box::pin(async {
+            Err(KvError::BadResponse(
+                "this Key Vault client cannot list objects".into(),
+            ))
+        })
+    }
 
     /// The vault's base URL (`https://<vault>.<suffix>/`).
     fn vault_url(&self) -> &str;

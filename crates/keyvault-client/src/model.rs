@@ -1,5 +1,7 @@
 //! Key Vault response bodies (only the fields the provider reads).
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use serde::Deserialize;
 
@@ -104,6 +106,35 @@ impl VersionItem {
     }
 }
 
+/// One entry of a listing of a vault's secrets, keys or certificates (no values: Key Vault's
+/// list operations return identifiers and attributes only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectItem {
+    /// The object's name (the last segment of its id).
+    pub name: String,
+    /// `attributes.enabled` (`None`: absent).
+    pub enabled: Option<bool>,
+    /// `attributes.nbf` (Unix seconds): not valid before.
+    pub not_before: Option<i64>,
+    /// `attributes.exp` (Unix seconds): expiry.
+    pub expires: Option<i64>,
+    /// `tags`.
+    pub tags: BTreeMap<String, String>,
+    /// `managed`: the secret or key backs a certificate.
+    pub managed: bool,
+    /// `contentType` (secrets).
+    pub content_type: Option<String>,
+}
+
+impl ObjectItem {
+    /// Enabled, and within its `nbf`..`exp` window at `now` (Unix seconds).
+    pub fn is_usable_at(&self, now: i64) -> bool {
+        self.enabled != Some(false)
+            && self.not_before.is_none_or(|nbf| nbf <= now)
+            && self.expires.is_none_or(|exp| exp > now)
+    }
+}
+
 /// The last `/`-separated segment (the version id of an object id).
 pub fn last_segment(id: &str) -> &str {
     id.trim_end_matches('/').rsplit('/').next().unwrap_or("")
@@ -143,6 +174,10 @@ pub(crate) struct WireAttributes {
     pub(crate) enabled: Option<bool>,
     #[serde(default)]
     pub(crate) created: Option<i64>,
+    #[serde(default)]
+    pub(crate) nbf: Option<i64>,
+    #[serde(default)]
+    pub(crate) exp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +188,12 @@ pub(crate) struct WireItem {
     pub(crate) kid: Option<String>,
     #[serde(default)]
     pub(crate) attributes: Option<WireAttributes>,
+    #[serde(default)]
+    pub(crate) tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub(crate) managed: Option<bool>,
+    #[serde(default, rename = "contentType")]
+    pub(crate) content_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +216,8 @@ pub(crate) struct WireError {
     pub(crate) code: String,
     #[serde(default)]
     pub(crate) message: String,
+    #[serde(default)]
+    pub(crate) innererror: Option<Box<WireError>>,
 }
 
 // === decoding: the client's one path from response bytes to the types above ===
@@ -238,6 +281,45 @@ pub fn decode_versions_page(
     Ok((items, page.next_link.filter(|l| !l.is_empty())))
 }
 
+/// One page of a listing of a vault's objects → its items and its `nextLink` (empty = none; the
+/// caller checks the link's origin before following it). An item without an id is skipped.
+pub fn decode_objects_page(
+    kind: ObjectKind,
+    body: &[u8],
+) -> Result<(Vec<ObjectItem>, Option<String>), KvError> {
+    let page: WireList = parse(body)?;
+    let items = page
+        .value
+        .into_iter()
+        .filter_map(|item| {
+            let id = match kind {
+                ObjectKind::Key => item.kid.or(item.id),
+                _ => item.id.or(item.kid),
+            }?;
+            let name = last_segment(&id).to_owned();
+            (!name.is_empty()).then(|| ObjectItem {
+                name,
+                enabled: item.attributes.as_ref().and_then(|a| a.enabled),
+                not_before: item.attributes.as_ref().and_then(|a| a.nbf),
+                expires: item.attributes.as_ref().and_then(|a| a.exp),
+                tags: item.tags.unwrap_or_default(),
+                managed: item.managed.unwrap_or(false),
+                content_type: item.content_type,
+            })
+        })
+        .collect();
+    Ok((items, page.next_link.filter(|l| !l.is_empty())))
+}
+
+/// The `error.innererror.code` of an error body (e.g. `SecretDisabled`), if any.
+pub fn decode_inner_code(body: &[u8]) -> Option<String> {
+    let b: WireErrorBody = serde_json::from_slice(body).ok()?;
+    b.error?
+        .innererror
+        .map(|i| i.code)
+        .filter(|c| !c.is_empty())
+}
+
 /// An error response body → its `error.code` and `error.message` (the message cut at 300
 /// characters); empty strings when the body is not Key Vault's error shape.
 pub fn decode_error(body: &[u8]) -> (String, String) {
@@ -248,4 +330,44 @@ pub fn decode_error(body: &[u8]) -> (String, String) {
         msg = msg.chars().take(300).collect::<String>() + "…";
     }
     (e.code, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_objects_page_keeps_names_attributes_tags_and_flags() {
+        let body = br#"{"value":[
+            {"id":"https://v.vault.azure.net/secrets/app-db","attributes":{"enabled":true,"exp":200,"nbf":100},
+             "tags":{"app":"web"},"contentType":"text/plain"},
+            {"id":"https://v.vault.azure.net/secrets/web-tls","attributes":{"enabled":false},"managed":true},
+            {"attributes":{"enabled":true}}
+        ],"nextLink":"https://v.vault.azure.net/secrets?api-version=7.4&$skiptoken=2"}"#;
+        let (items, next) =
+            decode_objects_page(ObjectKind::Secret, body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(items.len(), 2, "an item without an id is skipped");
+        assert_eq!(items[0].name, "app-db");
+        assert_eq!(items[0].tags.get("app").map(String::as_str), Some("web"));
+        assert_eq!(items[0].content_type.as_deref(), Some("text/plain"));
+        assert!(items[0].is_usable_at(150));
+        assert!(!items[0].is_usable_at(99), "not yet valid");
+        assert!(!items[0].is_usable_at(200), "expired");
+        assert!(items[1].managed && !items[1].is_usable_at(150));
+        assert!(next.is_some_and(|n| n.contains("skiptoken=2")));
+        let keys = br#"{"value":[{"kid":"https://v.vault.azure.net/keys/k1"}],"nextLink":null}"#;
+        let (items, next) =
+            decode_objects_page(ObjectKind::Key, keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((items[0].name.as_str(), next), ("k1", None));
+    }
+
+    #[test]
+    fn a_disabled_objects_inner_code_is_read() {
+        let body = br#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#;
+        assert_eq!(decode_inner_code(body).as_deref(), Some("SecretDisabled"));
+        assert_eq!(
+            decode_inner_code(br#"{"error":{"code":"Forbidden"}}"#),
+            None
+        );
+    }
 }

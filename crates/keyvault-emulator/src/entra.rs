@@ -189,6 +189,7 @@ impl Directory {
         &self,
         principal: &Principal,
         assertion: &str,
+        via_proxy: bool,
     ) -> Result<(), EntraError> {
         #[derive(Deserialize)]
         struct Unverified {
@@ -203,10 +204,13 @@ impl Directory {
         let claims: Unverified =
             jsonwebtoken::dangerous::insecure_decode_claims(assertion).map_err(|_| malformed())?;
         let iss = claims.iss.unwrap_or_default();
+        // A federated credential for api://AKSIdentityBinding stands for an AKS identity
+        // binding: only the token proxy exchanges it, and the proxy exchanges nothing else.
         let fics: Vec<&Fic> = principal
             .federated
             .iter()
             .filter(|f| f.issuer == iss)
+            .filter(|f| (f.audience == crate::IDENTITY_BINDING_AUDIENCE) == via_proxy)
             .collect();
         if fics.is_empty() {
             return Err(no_federated_credential(700211, "issuer", &iss));
@@ -531,13 +535,13 @@ mod tests {
         let dir = Directory::from_seed(&Seed::from_yaml(&yaml).expect("seed"));
         let p = dir.principals.get("app").expect("principal").clone();
         let sub = "system:serviceaccount:ns:sa";
-        dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, 600))
+        dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, 600), false)
             .await
             .expect("valid assertion");
         let code = |r: Result<(), EntraError>| r.err().map(|e| e.code);
         assert_eq!(
             code(
-                dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, -30))
+                dir.validate_assertion(&p, &assertion(&key, sub, DEFAULT_FIC_AUDIENCE, -30), false)
                     .await
             ),
             Some(700024)
@@ -551,7 +555,8 @@ mod tests {
                         "system:serviceaccount:ns:other",
                         DEFAULT_FIC_AUDIENCE,
                         600
-                    )
+                    ),
+                    false
                 )
                 .await
             ),
@@ -559,7 +564,7 @@ mod tests {
         );
         assert_eq!(
             code(
-                dir.validate_assertion(&p, &assertion(&key, sub, "api://other", 600))
+                dir.validate_assertion(&p, &assertion(&key, sub, "api://other", 600), false)
                     .await
             ),
             Some(700212)
@@ -567,14 +572,45 @@ mod tests {
         let (other_key, _) = issuer();
         assert_eq!(
             code(
-                dir.validate_assertion(&p, &assertion(&other_key, sub, DEFAULT_FIC_AUDIENCE, 600))
-                    .await
+                dir.validate_assertion(
+                    &p,
+                    &assertion(&other_key, sub, DEFAULT_FIC_AUDIENCE, 600),
+                    false
+                )
+                .await
             ),
             Some(700027)
         );
         assert_eq!(
-            code(dir.validate_assertion(&p, "not-a-jwt").await),
+            code(dir.validate_assertion(&p, "not-a-jwt", false).await),
             Some(50027)
+        );
+    }
+
+    /// A federated credential for api://AKSIdentityBinding (an identity binding) is honoured
+    /// only through the token proxy, and the proxy honours nothing else.
+    #[tokio::test]
+    async fn identity_binding_credentials_only_through_the_proxy() {
+        let (key, jwks) = issuer();
+        let yaml = format!(
+            "identities:\n  service_principals:\n    - client_id: app\n      federated_credentials:\n        - {{ issuer: 'https://issuer.test', subject: 'system:serviceaccount:ns:sa' }}\n        - {{ issuer: 'https://issuer.test', subject: 'system:serviceaccount:ns:sa', audience: 'api://AKSIdentityBinding' }}\nissuers:\n  - issuer: 'https://issuer.test'\n    jwks: {}\n",
+            serde_json::Value::String(jwks)
+        );
+        let dir = Directory::from_seed(&Seed::from_yaml(&yaml).expect("seed"));
+        let p = dir.principals.get("app").expect("principal").clone();
+        let sub = "system:serviceaccount:ns:sa";
+        let code = |r: Result<(), EntraError>| r.err().map(|e| e.code);
+        let ib = assertion(&key, sub, crate::IDENTITY_BINDING_AUDIENCE, 600);
+        let wi = assertion(&key, sub, DEFAULT_FIC_AUDIENCE, 600);
+        assert_eq!(code(dir.validate_assertion(&p, &ib, true).await), None);
+        assert_eq!(
+            code(dir.validate_assertion(&p, &ib, false).await),
+            Some(700212)
+        );
+        assert_eq!(code(dir.validate_assertion(&p, &wi, false).await), None);
+        assert_eq!(
+            code(dir.validate_assertion(&p, &wi, true).await),
+            Some(700212)
         );
     }
 

@@ -46,6 +46,9 @@ pub use error::Error;
 pub use seed::Seed;
 pub use tls::CaSource;
 
+/// The audience of the service-account tokens the token proxy exchanges.
+pub const IDENTITY_BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
+
 use rand::RngCore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +90,34 @@ pub struct EmulatorConfig {
     pub extra_audiences: Vec<String>,
     /// Fixed admin token (default: random per start).
     pub admin_token: Option<String>,
+    /// Also act as the AKS token proxy of identity binding. `None` (default): no proxy.
+    pub token_proxy: Option<TokenProxySettings>,
+}
+
+/// The AKS token proxy (identity binding, `useAzureTokenProxy`): a TLS listener answering only
+/// clients that send its SNI name, serving the Entra ID token endpoint (and OpenID
+/// configuration) under `path`. Only assertions for audience `api://AKSIdentityBinding` that
+/// match a federated credential with that audience are exchanged here; the plain Entra endpoints
+/// refuse such credentials (they stand for an identity binding, not a federated credential).
+#[derive(Clone, Debug)]
+pub struct TokenProxySettings {
+    /// Listener. Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// The TLS server name the proxy answers to (its certificate names it alone).
+    pub sni: String,
+    /// The path prefix the proxy is published under (`/` or e.g. `/proxy`).
+    pub path: String,
+}
+
+impl TokenProxySettings {
+    /// A proxy on a free loopback port for `sni`, at path `/`.
+    pub fn new(sni: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sni: sni.to_string(),
+            path: "/".into(),
+        }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -107,6 +138,7 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(3600),
             extra_audiences: Vec::new(),
             admin_token: None,
+            token_proxy: None,
         }
     }
 }
@@ -147,6 +179,10 @@ impl EmulatorConfig {
         self.extra_audiences.push(aud.to_string());
         self
     }
+    pub fn token_proxy(mut self, proxy: TokenProxySettings) -> Self {
+        self.token_proxy = Some(proxy);
+        self
+    }
 }
 
 /// A running emulator; stops every listener and connection when dropped ([`Emulator::shutdown`]
@@ -156,6 +192,8 @@ pub struct Emulator {
     imds_addr: SocketAddr,
     nmi_addr: SocketAddr,
     admin_addr: SocketAddr,
+    /// The token proxy's address, SNI name and path.
+    token_proxy: Option<(SocketAddr, String, String)>,
     dns_suffix: String,
     ca_pem: String,
     admin_token: Zeroizing<String>,
@@ -196,6 +234,14 @@ impl Emulator {
         let (imds, imds_addr) = bind(config.imds_listen).await?;
         let (nmi, nmi_addr) = bind(config.nmi_listen).await?;
         let (admin, admin_addr) = bind(config.admin_listen).await?;
+        let proxy = match &config.token_proxy {
+            Some(p) => {
+                let (listener, addr) = bind(p.listen).await?;
+                let path = format!("/{}", p.path.trim_matches('/'));
+                Some((listener, addr, p.sni.clone(), path))
+            }
+            None => None,
+        };
 
         // The token-signing RSA key: generated on the blocking pool, while the rest starts up.
         let signer = tokio::task::spawn_blocking(entra::Signer::generate);
@@ -207,6 +253,10 @@ impl Emulator {
             tls_names.push(https_addr.ip().to_string());
         }
         let tls = tls::build(&config.ca, &config.dns_suffix, &tls_names)?;
+        let proxy_tls = match &proxy {
+            Some((_, _, sni, _)) => Some(tls.token_proxy(sni)?),
+            None => None,
+        };
 
         // Store: the state file wins; the seed adds what the state file lacks.
         let mut store = match &config.state_file {
@@ -297,6 +347,11 @@ impl Emulator {
                 .as_ref()
                 .map(|v| v.to_ascii_lowercase()),
             tenants,
+            token_proxy_path: proxy
+                .as_ref()
+                .map(|(_, _, _, path)| path.clone())
+                .unwrap_or_default(),
+            token_proxy_hosts: std::sync::Mutex::new(std::collections::VecDeque::new()),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let tasks = [
@@ -309,13 +364,26 @@ impl Emulator {
         .map(|(listener, endpoint)| {
             server::spawn(listener, endpoint, shared.clone(), stopped.clone())
         })
-        .collect();
+        .collect::<Vec<_>>();
+        let mut tasks = tasks;
+        let mut token_proxy = None;
+        if let (Some((listener, addr, sni, path)), Some(tls)) = (proxy, proxy_tls) {
+            tasks.push(server::spawn(
+                listener,
+                server::Endpoint::TokenProxy(tls),
+                shared.clone(),
+                stopped.clone(),
+            ));
+            tracing::info!(token_proxy = %addr, sni = %sni, path = %path, "token proxy listening");
+            token_proxy = Some((addr, sni, path));
+        }
         tracing::info!(https = %https_addr, imds = %imds_addr, nmi = %nmi_addr, admin = %admin_addr, "keyvault-emulator listening");
         Ok(Emulator {
             https_addr,
             imds_addr,
             nmi_addr,
             admin_addr,
+            token_proxy,
             dns_suffix: config.dns_suffix,
             ca_pem: tls.ca_pem,
             admin_token,
@@ -391,6 +459,26 @@ impl Emulator {
     /// `http://127.0.0.1:<port>` — the admin API.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin_addr)
+    }
+    /// The token proxy's URL, `https://127.0.0.1:<port><path>` (`--token-proxy-url`).
+    pub fn token_proxy_url(&self) -> Option<String> {
+        self.token_proxy.as_ref().map(|(addr, _, path)| {
+            let path = if path == "/" { "" } else { path.as_str() };
+            format!("https://{addr}{path}")
+        })
+    }
+    /// The authority (`Host` / `:authority`) of the token proxy's last requests (at most 64),
+    /// oldest first: a client that rewrites a token request to the proxy keeps the Entra
+    /// authority there, as Go's does.
+    pub fn token_proxy_hosts(&self) -> Vec<String> {
+        lock(&self.shared.token_proxy_hosts)
+            .iter()
+            .cloned()
+            .collect()
+    }
+    /// The SNI name the token proxy answers to (`--sni-name`).
+    pub fn token_proxy_sni(&self) -> Option<&str> {
+        self.token_proxy.as_ref().map(|(_, sni, _)| sni.as_str())
     }
     /// The admin API bearer token.
     pub fn admin_token(&self) -> &str {

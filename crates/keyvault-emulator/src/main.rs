@@ -77,6 +77,16 @@ struct Args {
     /// Fixed admin token (default: random, printed at start). Also read from KVEMU_ADMIN_TOKEN.
     #[arg(long, env = "KVEMU_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Also act as the AKS token proxy of identity binding on this address (TLS, answering only
+    /// clients that send --token-proxy-sni).
+    #[arg(long, value_name = "ADDR", requires = "token_proxy_sni")]
+    token_proxy_listen: Option<SocketAddr>,
+    /// The SNI name the token proxy answers to (the provider's --sni-name).
+    #[arg(long, value_name = "NAME", requires = "token_proxy_listen")]
+    token_proxy_sni: Option<String>,
+    /// The path the token proxy is published under.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    token_proxy_path: String,
     /// JSON log lines on stderr (the driver's and the provider's layout).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     log_format_json: bool,
@@ -116,6 +126,14 @@ async fn main() -> anyhow::Result<()> {
         token_lifetime: std::time::Duration::from_secs(args.token_lifetime_secs),
         extra_audiences: args.extra_audiences,
         admin_token: args.admin_token,
+        token_proxy: match (args.token_proxy_listen, &args.token_proxy_sni) {
+            (Some(listen), Some(sni)) => Some(keyvault_emulator::TokenProxySettings {
+                listen,
+                sni: sni.clone(),
+                path: args.token_proxy_path.clone(),
+            }),
+            _ => None,
+        },
         ..EmulatorConfig::default()
     };
     if let Some(path) = &args.seed {

@@ -5,11 +5,14 @@
 //! vaults:
 //!   - name: demo                                   # https://demo.<dns-suffix>:<port>/
 //!     access: [11111111-1111-1111-1111-111111111111]  # client ids (or object ids); "*" = any identity of the tenant
+//!     permissions:                                 # optional: limit an identity of `access` to some operations
+//!       11111111-1111-1111-1111-111111111111: ["secrets get", "keys get", "certificates get"]
 //!     secrets:
 //!       - { name: db-password, value: s3cr3t, content_type: text/plain, tags: { env: dev } }
+//!       - { name: old-token, value: x, enabled: false, exp: 1700000000 }  # exp / nbf: Unix seconds
 //!     keys:
 //!       - { name: signing, kty: RSA, key_size: 2048 }
-//!       - { name: ec, kty: EC, crv: P-384 }
+//!       - { name: ec, kty: EC, crv: P-384, tags: { team: a }, enabled: true }
 //!       - { name: imported, pem: "-----BEGIN PRIVATE KEY-----\n..." }
 //!     certificates:
 //!       - { name: web, generate: { subject: CN=web, kty: RSA, key_size: 2048, dns_names: [web.local] } }
@@ -66,6 +69,10 @@ pub struct VaultSeed {
     pub tenant: Option<String>,
     #[serde(default)]
     pub access: Vec<String>,
+    /// Identities of `access` limited to some operations, e.g.
+    /// `{ <client id>: ["secrets get"] }` (may get secrets, not list them).
+    #[serde(default)]
+    pub permissions: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub secrets: Vec<SecretSeed>,
     #[serde(default)]
@@ -85,6 +92,12 @@ pub struct SecretSeed {
     pub tags: BTreeMap<String, String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `attributes.exp`: expiry, Unix seconds.
+    #[serde(default)]
+    pub exp: Option<i64>,
+    /// `attributes.nbf`: not valid before, Unix seconds.
+    #[serde(default)]
+    pub nbf: Option<i64>,
 }
 
 impl std::fmt::Debug for SecretSeed {
@@ -113,6 +126,13 @@ pub struct KeySeed {
     /// A private key in PEM (PKCS#8, PKCS#1 or SEC1) instead of generating one.
     #[serde(default)]
     pub pem: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `attributes.exp`: expiry, Unix seconds.
+    #[serde(default)]
+    pub exp: Option<i64>,
 }
 
 impl std::fmt::Debug for KeySeed {
@@ -142,6 +162,10 @@ pub struct CertificateSeed {
     /// `application/x-pkcs12` (default) or `application/x-pem-file`: what the backing secret returns.
     #[serde(default)]
     pub content_type: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
 }
 
 impl std::fmt::Debug for CertificateSeed {
@@ -338,12 +362,19 @@ impl VaultSeed {
     pub(crate) fn build(&self, default_tenant: &str) -> Result<store::Vault, Error> {
         let tenant = self.tenant.as_deref().unwrap_or(default_tenant);
         let mut v = store::Vault::new(&self.name, tenant, self.access.clone());
+        v.permissions = self
+            .permissions
+            .iter()
+            .map(|(id, p)| (id.to_ascii_lowercase(), p.clone()))
+            .collect();
         let failed = |what: &str, name: &str, e: String| {
             Error::Seed(format!("vault '{}': {what} '{name}': {e}", self.name))
         };
         for s in &self.secrets {
             let mut attrs = store::Attrs::now();
             attrs.enabled = s.enabled;
+            attrs.exp = s.exp;
+            attrs.nbf = s.nbf;
             v.set_secret(
                 &s.name,
                 Zeroizing::new(s.value.clone()),
@@ -354,8 +385,10 @@ impl VaultSeed {
         }
         for k in &self.keys {
             let material = k.material().map_err(|e| failed("key", &k.name, e))?;
-            let attrs = store::Attrs::now();
-            v.add_key(&k.name, material, None, BTreeMap::new(), attrs, false, None);
+            let mut attrs = store::Attrs::now();
+            attrs.enabled = k.enabled;
+            attrs.exp = k.exp;
+            v.add_key(&k.name, material, None, k.tags.clone(), attrs, false, None);
         }
         for c in &self.certificates {
             let Some(bundle) = c.bundle() else {
@@ -366,7 +399,7 @@ impl VaultSeed {
             };
             let bundle = bundle.map_err(|e| failed("certificate", &c.name, e))?;
             let ct = c.content_type.as_deref().unwrap_or(certs::CT_PKCS12);
-            v.add_certificate(&c.name, bundle, ct, BTreeMap::new(), true, json!({}))
+            v.add_certificate(&c.name, bundle, ct, c.tags.clone(), c.enabled, json!({}))
                 .map_err(|e| failed("certificate", &c.name, e.message))?;
         }
         Ok(v)

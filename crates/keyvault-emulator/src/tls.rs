@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub(crate) struct ServerTls {
     pub(crate) ca_pem: String,
     pub(crate) config: Arc<rustls::ServerConfig>,
+    /// The CA, to sign more serving certificates (the token proxy's).
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// Where the CA comes from.
@@ -101,5 +103,63 @@ pub(crate) fn build(
     Ok(ServerTls {
         ca_pem,
         config: Arc::new(config),
+        issuer,
     })
+}
+
+/// Answers a TLS client hello with the certificate only when it names `expected` (SNI): like the
+/// AKS token proxy, which is reached by that name alone, a handshake without it or with another
+/// name fails.
+#[derive(Debug)]
+struct OnlyForSni {
+    expected: String,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for OnlyForSni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let name = hello.server_name()?;
+        name.eq_ignore_ascii_case(&self.expected)
+            .then(|| self.key.clone())
+    }
+}
+
+impl ServerTls {
+    /// The token proxy's TLS: a certificate for `sni` alone, signed by the same CA, served only
+    /// to clients that send `sni`.
+    pub(crate) fn token_proxy(&self, sni: &str) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+        params.subject_alt_names.push(SanType::DnsName(
+            sni.to_string()
+                .try_into()
+                .map_err(|e| Error::Tls(format!("token proxy SNI name '{sni}': {e}")))?,
+        ));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, sni);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let leaf_key = KeyPair::generate().map_err(tls_err)?;
+        let leaf = params.signed_by(&leaf_key, &self.issuer).map_err(tls_err)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(tls_err)?;
+        let certified = rustls::sign::CertifiedKey::new(vec![leaf.der().clone()], signing);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(OnlyForSni {
+                expected: sni.to_string(),
+                key: Arc::new(certified),
+            }));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
 }

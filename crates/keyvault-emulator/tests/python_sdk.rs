@@ -136,6 +136,85 @@ async fn python_sdk_secrets_round_trip() {
     assert_eq!(count("PurgeDeletedSecret", 204).await, 1);
 }
 
+/// Listing as selection by prefix or tags uses it (issue 16): `maxresults` pages with
+/// `nextLink`, tags, disabled and expired entries listed with their attributes, certificate-backed
+/// secrets and keys flagged `managed`, list items without values and versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_lists_with_paging_tags_and_flags() {
+    let seed = format!(
+        r#"
+tenant: {TENANT}
+vaults:
+  - name: {VAULT}
+    access: [{SP}]
+    secrets:
+      - {{ name: app-db, value: a, content_type: text/plain, tags: {{ app: web, env: prod }} }}
+      - {{ name: app-api, value: b, tags: {{ app: web }} }}
+      - {{ name: app-off, value: c, enabled: false }}
+      - {{ name: app-old, value: d, exp: 1000000000 }}
+      - {{ name: app-later, value: e, nbf: 4000000000 }}
+      - {{ name: other, value: f }}
+    keys:
+      - {{ name: k1, kty: EC, crv: P-256, tags: {{ team: a }} }}
+      - {{ name: k2, kty: EC, crv: P-256, enabled: false }}
+    certificates:
+      - name: web-tls
+        tags: {{ app: web }}
+        generate: {{ subject: CN=web.test, kty: EC, crv: P-256 }}
+identities:
+  service_principals:
+    - {{ client_id: {SP}, client_secret: {SP_SECRET} }}
+"#
+    );
+    let Some(h) = Harness::start(&seed).await else {
+        return;
+    };
+    let out = h.run("listing", SP, SP_SECRET, &[]).await;
+    let stdout = assert_ok(&out, "listing scenario");
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
+    let secrets = &summary["secrets"];
+    let names: Vec<&str> = secrets
+        .as_object()
+        .expect("secrets map")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    // 6 secrets + the certificate's backing secret, 3 a page: 3 pages.
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert_eq!(summary["pages"], 3, "{summary}");
+    assert_eq!(secrets["app-db"]["tags"]["env"], "prod");
+    assert_eq!(secrets["app-db"]["content_type"], "text/plain");
+    assert_eq!(secrets["app-db"]["managed"], serde_json::Value::Null);
+    assert_eq!(
+        secrets["app-db"]["version"],
+        serde_json::Value::Null,
+        "list items name no version"
+    );
+    assert_eq!(secrets["app-off"]["enabled"], false);
+    assert_eq!(secrets["app-old"]["expires"], 1_000_000_000);
+    assert_eq!(secrets["app-later"]["not_before"], 4_000_000_000i64);
+    assert_eq!(secrets["web-tls"]["managed"], true);
+    assert_eq!(secrets["web-tls"]["content_type"], "application/x-pkcs12");
+    assert_eq!(summary["keys"]["k1"]["tags"]["team"], "a");
+    assert_eq!(summary["keys"]["k2"]["enabled"], false);
+    assert_eq!(summary["keys"]["web-tls"]["managed"], true);
+    assert_eq!(summary["certificates"]["web-tls"]["tags"]["app"], "web");
+    let admin = h.emu.admin();
+    let count = |op: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .request_count(CounterFilter::operation(op).status(200))
+                .await
+                .expect("counter")
+        }
+    };
+    assert_eq!(count("ListSecrets").await, 3);
+    assert_eq!(count("ListKeys").await, 2, "3 keys, 2 a page");
+    assert_eq!(count("ListCertificates").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_certificates_pfx_and_pem_with_chain() {
     let Some(h) = Harness::start(&seed()).await else {

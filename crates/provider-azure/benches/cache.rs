@@ -16,12 +16,17 @@
 //! the middle. Printed: Key Vault GETs per object per poll interval, and how long after the
 //! change the last pod's refresh returned the new value, with and without the driver's
 //! `secrets-store.csi.k8s.io/maxAge` (half the poll interval), and with the cache off.
+//!
+//! Upstream's Go provider (the test peer, `scripts/peers.sh`) runs the same waves and the same
+//! rotation in the same run, on its own socket against the same emulator (service principal
+//! too), and the ratios ours/upstream are printed. Under `CI=true` a missing peer fails the bench.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,11 +67,42 @@ async fn counts(admin: &AdminClient) -> (u64, u64) {
             .await
             .unwrap();
     }
-    let entra = admin
-        .request_count(CounterFilter::operation("Token"))
-        .await
-        .unwrap();
+    let mut entra = 0;
+    for op in ["Token", "Nmi"] {
+        entra += admin
+            .request_count(CounterFilter::operation(op))
+            .await
+            .unwrap();
+    }
     (kv, entra)
+}
+
+/// How the pods authenticate: ours with a service principal (nodePublishSecretRef); upstream's
+/// binary with pod identity through the emulator's NMI on its fixed `localhost:2579` (against
+/// the emulator its service-principal flow first validates the authority on the internet, which
+/// a test may not reach; see tests/upstream_diff.rs).
+#[derive(Clone, Copy, PartialEq)]
+enum Identity {
+    ServicePrincipal,
+    PodIdentity,
+}
+
+impl Identity {
+    fn attrs(self, env: &Env, objs: &str, extra: &[(&str, &str)]) -> String {
+        let mut params = vec![("objects", objs)];
+        if self == Identity::PodIdentity {
+            params.push(("usePodIdentity", "true"));
+        }
+        params.extend_from_slice(extra);
+        env.attrs(&params)
+    }
+
+    fn secrets(self) -> Option<String> {
+        match self {
+            Identity::ServicePrincipal => Some(sp_secrets(SP, SP_SECRET)),
+            Identity::PodIdentity => None,
+        }
+    }
 }
 
 struct Wave {
@@ -77,16 +113,21 @@ struct Wave {
     failed: usize,
 }
 
-async fn wave(env: &Arc<Env>, clients: &[CsiDriverProviderClient<Channel>], n: usize) -> Wave {
+async fn wave(
+    env: &Arc<Env>,
+    clients: &[CsiDriverProviderClient<Channel>],
+    n: usize,
+    who: Identity,
+) -> Wave {
     let admin = env.emu.admin();
     admin.reset_counters().await.unwrap();
     let objs = objects(CLASS);
-    let secrets = sp_secrets(SP, SP_SECRET);
-    let attrs = env.attrs(&[("objects", &objs)]);
+    let secrets = who.secrets();
+    let attrs = who.attrs(env, &objs, &[]);
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            let req = mount_request(attrs.clone(), Some(&secrets), env.dir.path());
+            let req = mount_request(attrs.clone(), secrets.as_deref(), env.dir.path());
             tokio::spawn(async move {
                 let t = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(120), client.mount(req)).await;
@@ -141,18 +182,19 @@ async fn rotation_run(
     n: usize,
     poll: Duration,
     max_age: Option<Duration>,
+    who: Identity,
 ) -> RotationRun {
     let admin = env.emu.admin();
     let objs = objects(CLASS);
-    let secrets = sp_secrets(SP, SP_SECRET);
+    let secrets = who.secrets();
     let max_age_text = max_age.map(|m| format!("{}ms", m.as_millis()));
-    let mut params = vec![("objects", objs.as_str())];
+    let mut extra = Vec::new();
     if let Some(m) = &max_age_text {
-        params.push(("secrets-store.csi.k8s.io/maxAge", m.as_str()));
+        extra.push(("secrets-store.csi.k8s.io/maxAge", m.as_str()));
     }
-    let attrs = env.attrs(&params);
+    let attrs = who.attrs(env, &objs, &extra);
     // First mounts fill the cache; counting starts after them.
-    let _ = wave(env, clients, n).await;
+    let _ = wave(env, clients, n, who).await;
     admin.reset_counters().await.unwrap();
     let period = poll / 2;
     let run = poll * 2;
@@ -181,7 +223,7 @@ async fn rotation_run(
                 let mut next = start + phase;
                 while next < start + run {
                     tokio::time::sleep_until(next).await;
-                    let req = mount_request(attrs.clone(), Some(&secrets), &dir);
+                    let req = mount_request(attrs.clone(), secrets.as_deref(), &dir);
                     refreshes += 1;
                     match tokio::time::timeout(Duration::from_secs(60), client.mount(req)).await {
                         Ok(Ok(r)) => {
@@ -222,6 +264,40 @@ async fn rotation_run(
     }
 }
 
+/// Upstream's provider binary, or None (with a notice) when it is not installed outside CI.
+fn upstream_binary() -> Option<PathBuf> {
+    let bin = test_support::Peer::UpstreamAzureProvider.path();
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        !test_support::in_ci(),
+        "upstream provider not installed ({}); run `bash scripts/peers.sh`",
+        bin.display()
+    );
+    println!(
+        "NOTICE: upstream provider not installed ({}); its rows are left out",
+        bin.display()
+    );
+    None
+}
+
+/// An emulator whose NMI listens on upstream's fixed `127.0.0.1:2579` (waits for the port: the
+/// provider tests and the other benches use it too).
+async fn upstream_env() -> Env {
+    wait_for_port_2579().await;
+    Env::start_full(&seed("[]", "none"), nmi_on_2579, |_| {}).await
+}
+
+/// `count` clients on `sock`.
+async fn clients_on(sock: &std::path::Path, count: usize) -> Vec<CsiDriverProviderClient<Channel>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(connect(sock).await);
+    }
+    clients
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -234,12 +310,15 @@ async fn main() {
         .unwrap_or(1000);
     println!(
         "Mount waves of N pods sharing one class (secret + key + cert, service principal); \
-         KV = Key Vault requests incl. 401 challenges, Entra = token requests"
+         KV = Key Vault requests incl. 401 challenges, Entra = token requests (Entra or NMI)"
     );
     println!();
     println!("| N | cache | wave | KV requests | Entra requests | failed | p50 ms | p99 ms |");
     println!("|---:|---|---|---:|---:|---:|---:|---:|");
+    let upstream = upstream_binary();
+    let mut ratios = Vec::new();
     for n in [1usize, 10, 100, 1000].into_iter().filter(|n| *n <= max_n) {
+        let mut ours_republish = None;
         for (label, ttl) in [("off", Duration::ZERO), ("on, ttl 2s", TTL)] {
             let env = Arc::new(
                 Env::start_with(&seed("[]", "none"), |c| {
@@ -259,7 +338,7 @@ async fn main() {
                     }
                     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
                 }
-                let w = wave(&env, &clients, n).await;
+                let w = wave(&env, &clients, n, Identity::ServicePrincipal).await;
                 println!(
                     "| {n} | {label} | {name} | {} | {} | {} | {} | {} |",
                     w.kv,
@@ -268,7 +347,50 @@ async fn main() {
                     ms(w.p50),
                     ms(w.p99)
                 );
+                if name == "republish after TTL" {
+                    ours_republish = Some(w);
+                }
             }
+        }
+        if let Some(bin) = &upstream {
+            let env = Arc::new(upstream_env().await);
+            let (child, sock) = spawn(bin, &env, "upstream", &[]);
+            let clients = clients_on(&sock, CHANNELS.min(n)).await;
+            let mut up_republish = None;
+            for name in ["first mount", "republish"] {
+                let w = wave(&env, &clients, n, Identity::PodIdentity).await;
+                println!(
+                    "| {n} | upstream (no cache; pod identity) | {name} | {} | {} | {} | {} | {} |",
+                    w.kv,
+                    w.entra,
+                    w.failed,
+                    ms(w.p50),
+                    ms(w.p99)
+                );
+                up_republish = Some(w);
+            }
+            stop(child);
+            if let (Some(o), Some(u)) = (ours_republish.take(), up_republish) {
+                ratios.push((n, o, u));
+            }
+        }
+    }
+    if !ratios.is_empty() {
+        println!();
+        println!(
+            "Steady state, a republish wave once the cache's TTL has passed (ours, cache on) / a \
+             republish wave of upstream's (no cache): Key Vault + token requests, p50 latency"
+        );
+        println!();
+        println!("| N | requests ours | requests upstream | ratio | p50 ours / upstream |");
+        println!("|---:|---:|---:|---:|---:|");
+        for (n, o, u) in &ratios {
+            let (ro, ru) = (o.kv + o.entra, u.kv + u.entra);
+            println!(
+                "| {n} | {ro} | {ru} | {:.4} | {:.2} |",
+                ro as f64 / ru.max(1) as f64,
+                o.p50.as_secs_f64() / u.p50.as_secs_f64().max(1e-9)
+            );
         }
     }
 
@@ -312,20 +434,48 @@ async fn main() {
             for _ in 0..CHANNELS.min(n) {
                 clients.push(connect(&env.sock).await);
             }
-            let r = rotation_run(&env, &clients, n, poll, *max_age).await;
-            println!(
-                "| {n} | {label} | {} | {} | {} | {:.1} | {} |",
-                max_age.map_or("none".to_owned(), |m| format!("{:.1} s", m.as_secs_f64())),
-                r.refreshes,
-                r.failed,
-                r.gets_per_object_per_poll,
-                r.slowest
-                    .map_or("not within the run".to_owned(), |d| format!(
-                        "{:.2} s ({:.2} poll)",
-                        d.as_secs_f64(),
-                        d.as_secs_f64() / poll.as_secs_f64()
-                    )),
-            );
+            let r = rotation_run(
+                &env,
+                &clients,
+                n,
+                poll,
+                *max_age,
+                Identity::ServicePrincipal,
+            )
+            .await;
+            print_rotation(n, label, *max_age, &r, poll);
+        }
+        // Upstream: every refresh fetches every object (no cache, no max age). Up to 100 pods:
+        // at 1,000 its 4 requests per refresh per pod outrun this 2-core machine.
+        if let Some(bin) = upstream.as_ref().filter(|_| n <= 100) {
+            let env = Arc::new(upstream_env().await);
+            let (child, sock) = spawn(bin, &env, "upstream", &[]);
+            let clients = clients_on(&sock, CHANNELS.min(n)).await;
+            let r = rotation_run(&env, &clients, n, poll, None, Identity::PodIdentity).await;
+            stop(child);
+            print_rotation(n, "upstream (no cache; pod identity)", None, &r, poll);
         }
     }
+}
+
+fn print_rotation(
+    n: usize,
+    label: &str,
+    max_age: Option<Duration>,
+    r: &RotationRun,
+    poll: Duration,
+) {
+    println!(
+        "| {n} | {label} | {} | {} | {} | {:.1} | {} |",
+        max_age.map_or("none".to_owned(), |m| format!("{:.1} s", m.as_secs_f64())),
+        r.refreshes,
+        r.failed,
+        r.gets_per_object_per_poll,
+        r.slowest
+            .map_or("not within the run".to_owned(), |d| format!(
+                "{:.2} s ({:.2} poll)",
+                d.as_secs_f64(),
+                d.as_secs_f64() / poll.as_secs_f64()
+            )),
+    );
 }

@@ -54,10 +54,12 @@ pub struct Args {
     /// Default cloud when the SecretProviderClass sets no cloudName.
     #[arg(long, default_value = "AzurePublicCloud")]
     pub cloud_name: String,
-    /// Accepted for compatibility (identity binding is not supported).
+    /// Identity binding (`useAzureTokenProxy`): URL of the AKS token proxy; empty:
+    /// https://kubernetes.default.svc.cluster.local.
     #[arg(long, default_value = "")]
     pub token_proxy_url: String,
-    /// Accepted for compatibility (identity binding is not supported).
+    /// Identity binding: TLS server name of the token proxy; empty: computed from the API
+    /// server's certificate.
     #[arg(long, default_value = "")]
     pub sni_name: String,
     /// Appended to the User-Agent of every request to Entra ID and Key Vault (e.g. `managedBy:aks`).
@@ -71,6 +73,10 @@ pub struct Args {
     /// first-mount benchmark).
     #[arg(long, default_value_t = 8)]
     pub fetch_concurrency: usize,
+    /// Most objects one selection (`objectName: "*"`, `objectNamePrefix`, `objectTags`) may
+    /// match; a mount selecting more fails with an error saying so.
+    #[arg(long, default_value_t = 100)]
+    pub max_selected_objects: usize,
     /// Timeout of one Key Vault HTTP attempt (Go duration).
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub keyvault_timeout: Duration,
@@ -170,8 +176,13 @@ impl Args {
                 ..Default::default()
             },
             fetch_concurrency: self.fetch_concurrency.max(1),
+            max_selected_objects: self.max_selected_objects,
             cache_ttl: self.cache_ttl,
             workload_identity_issuers: self.workload_identity_issuers.clone(),
+            token_proxy: entra_auth::TokenProxyConfig::from_flags(
+                &self.token_proxy_url,
+                &self.sni_name,
+            ),
         };
         let any = |port: u16| {
             (port != 0).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))

@@ -54,6 +54,9 @@ pub enum MountError {
         "two objects would write the same file \"{0}\": give one of them a distinct objectAlias"
     )]
     DuplicatePath(String),
+    /// A `templates` entry did not render.
+    #[error("failed to render templates: {0}")]
+    Template(#[from] crate::template::TemplateError),
 }
 
 /// One object's failure.
@@ -70,6 +73,56 @@ pub enum ObjectError {
         "objectVersion {0} not found among the object's enabled versions; fix objectVersion or leave it empty for the latest"
     )]
     VersionNotListed(String),
+    /// Listing the vault for a selection was refused.
+    #[error(
+        "listing {collection} of vault {vault} was refused, so {selection} cannot be resolved: the identity of SecretProviderClass {class} needs the \"list\" permission on {collection} (an access policy with List on {collection}, or an Azure RBAC role that includes {collection}/read such as \"Key Vault Secrets User\"); {source}"
+    )]
+    ListForbidden {
+        /// `namespace/name` of the class (`<namespace>/<unknown>` when the driver did not say).
+        class: String,
+        /// `secrets`, `keys` or `certificates`.
+        collection: &'static str,
+        /// The vault name.
+        vault: String,
+        /// The selection, as written.
+        selection: String,
+        /// Key Vault's answer.
+        source: KvError,
+    },
+    /// A selection matched more objects than `--max-selected-objects`.
+    #[error(
+        "{selection} selects {count} {collection}, more than this provider allows ({cap}, flag --max-selected-objects): narrow the selection (a longer objectNamePrefix, more objectTags) or raise the flag"
+    )]
+    TooManyMatches {
+        /// The selection, as written.
+        selection: String,
+        /// `secrets`, `keys` or `certificates`.
+        collection: &'static str,
+        /// Matches.
+        count: usize,
+        /// The limit.
+        cap: usize,
+    },
+    /// A selection matched nothing.
+    #[error(
+        "{selection} matches no enabled, unexpired {collection} in vault {vault}: check the prefix and tags (tag values are case-sensitive), or add optional: \"true\" to allow an empty selection"
+    )]
+    NoMatch {
+        /// The selection, as written.
+        selection: String,
+        /// `secrets`, `keys` or `certificates`.
+        collection: &'static str,
+        /// The vault name.
+        vault: String,
+    },
+    /// `jmesPath` failed.
+    #[error(transparent)]
+    Extract(#[from] crate::extract::ExtractError),
+    /// `jmesPath` on a certificate-backed secret.
+    #[error(
+        "jmesPath reads a plain secret's JSON value, but this secret backs a certificate: remove jmesPath"
+    )]
+    ExtractFromCertificate,
 }
 
 impl MountError {
@@ -79,12 +132,16 @@ impl MountError {
             Self::Params(_)
             | Self::Cloud { .. }
             | Self::DuplicatePath(_)
-            | Self::VaultUrl { .. } => "invalid_parameters",
+            | Self::VaultUrl { .. }
+            | Self::Template(_) => "invalid_parameters",
             Self::Credential { source } => source.kind(),
             Self::Object { source, .. } => match source.as_ref() {
                 ObjectError::KeyVault(e) => e.kind(),
                 ObjectError::Render(_) => "bad_format",
-                ObjectError::VersionNotListed(_) => "not_found",
+                ObjectError::VersionNotListed(_) | ObjectError::NoMatch { .. } => "not_found",
+                ObjectError::ListForbidden { .. } => "forbidden",
+                ObjectError::TooManyMatches { .. } => "invalid_parameters",
+                ObjectError::Extract(_) | ObjectError::ExtractFromCertificate => "bad_format",
             },
         }
     }

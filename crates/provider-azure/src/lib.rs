@@ -2,11 +2,14 @@
 
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod last_good;
 pub mod metrics;
 pub mod params;
 pub mod provider;
 pub mod render;
 pub mod server;
+pub mod template;
 pub mod version;
 
 pub use error::MountError;

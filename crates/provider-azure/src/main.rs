@@ -40,15 +40,18 @@ async fn run(args: Args) -> std::process::ExitCode {
         version = version::BUILD_VERSION,
         "Starting Azure Key Vault Provider"
     );
-    if args.enable_pprof || !args.token_proxy_url.is_empty() || !args.sni_name.is_empty() {
-        tracing::warn!(
-            "--enable-pprof, --token-proxy-url and --sni-name are accepted for compatibility and ignored"
-        );
+    if args.enable_pprof {
+        tracing::warn!("--enable-pprof is accepted for compatibility and ignored");
     }
     let run = async {
         let config = args.server_config()?;
         let server = Server::bind(config).await?;
-        server.serve(daemon::signal::shutdown()).await?;
+        let release = tokio::spawn(daemon::runtime::release_free_memory_every(
+            daemon::runtime::RELEASE_FREE_MEMORY_EVERY,
+        ));
+        let served = server.serve(daemon::signal::shutdown()).await;
+        release.abort();
+        served?;
         Ok::<_, anyhow::Error>(())
     };
     match run.await {

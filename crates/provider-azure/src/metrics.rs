@@ -51,7 +51,7 @@ pub struct MountLabels {
 /// Labels of `keyvault_http_requests`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// `get_secret` / `get_key` / `get_certificate` / `list_versions`.
+    /// `get_secret` / `get_key` / `get_certificate` / `list_versions` / `list_objects`.
     pub operation: &'static str,
     /// An HTTP status (`200`, `429`, `4xx`, …), `timeout` or `transport`.
     pub status: &'static str,
@@ -125,6 +125,7 @@ pub struct Metrics {
     http: Family<HttpLabels, Counter>,
     throttle_waits: Counter,
     throttle_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    served_stale: Histogram,
     caches: Arc<CacheCollector>,
 }
 
@@ -173,6 +174,12 @@ impl Default for Metrics {
             "Time Key Vault requests spent waiting for their vault's pacer or Retry-After gate",
             throttle_wait_seconds.clone(),
         );
+        let served_stale = Histogram::new([60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0]);
+        registry.register(
+            "served_stale_age_seconds",
+            "Mounts served from last-known-good (maxStaleness) during a Key Vault or Entra outage, by the age of the answer",
+            served_stale.clone(),
+        );
         let caches = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
         Self {
@@ -183,6 +190,7 @@ impl Default for Metrics {
             http,
             throttle_waits,
             throttle_wait_seconds,
+            served_stale,
             caches,
         }
     }
@@ -226,6 +234,11 @@ impl Metrics {
         self.mounts
             .get_or_create(&MountLabels { result, identity })
             .inc();
+    }
+
+    /// One mount served from last-known-good, `age` old.
+    pub fn served_stale(&self, age: Duration) {
+        self.served_stale.observe(age.as_secs_f64());
     }
 
     /// Where the cache counters come from; the first call wins.

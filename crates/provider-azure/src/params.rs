@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 /// The audience kubelet must mint the workload-identity token for.
 pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// The service-account token audience of AKS identity binding (`useAzureTokenProxy`).
+pub const IDENTITY_BINDING_AUDIENCE: &str = entra_auth::IDENTITY_BINDING_AUDIENCE;
 /// The driver attribute carrying service-account tokens.
 pub const SA_TOKENS_ATTRIBUTE: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
@@ -73,6 +75,14 @@ pub enum IdentityMode {
     },
     /// `usePodIdentity: "true"`.
     PodIdentity,
+    /// `useAzureTokenProxy: "true"` (AKS identity binding): the SA token for
+    /// `api://AKSIdentityBinding`, exchanged through the cluster's token proxy.
+    IdentityBinding {
+        /// `clientID` (the user-assigned managed identity).
+        client_id: String,
+        /// The service-account token.
+        assertion: SecretString,
+    },
 }
 
 impl IdentityMode {
@@ -82,6 +92,7 @@ impl IdentityMode {
             Self::ServicePrincipal { .. } | Self::WorkloadIdentity { .. } => "None",
             Self::VmManagedIdentity { .. } => "VMManagedIdentity",
             Self::PodIdentity => "PodIdentity",
+            Self::IdentityBinding { .. } => "AzureTokenProxy",
         }
     }
 
@@ -92,6 +103,7 @@ impl IdentityMode {
             Self::WorkloadIdentity { .. } => "workload_identity",
             Self::VmManagedIdentity { .. } => "vm_managed_identity",
             Self::PodIdentity => "pod_identity",
+            Self::IdentityBinding { .. } => "identity_binding",
         }
     }
 }
@@ -138,6 +150,62 @@ pub enum ObjectEncoding {
     Hex,
 }
 
+/// Which objects an entry of `objects` selects instead of naming one (issue 16): every object of
+/// its type whose name starts with `prefix` (ASCII case-insensitive, as Key Vault names) and
+/// whose tags include all of `tags`. Both empty = every object (`objectName: "*"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// `objectNamePrefix`.
+    pub prefix: String,
+    /// `objectTags`: all must be present with these values.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// Whether an object of this name and these tags is selected.
+    pub fn matches(&self, name: &str, tags: &BTreeMap<String, String>) -> bool {
+        name.len() >= self.prefix.len()
+            && name.as_bytes()[..self.prefix.len()].eq_ignore_ascii_case(self.prefix.as_bytes())
+            && self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+
+    /// How the selection reads in messages, e.g. `objectNamePrefix "app-"`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.prefix.is_empty() {
+            parts.push(format!("objectNamePrefix \"{}\"", self.prefix));
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            parts.push(format!("objectTags {{{}}}", tags.join(", ")));
+        }
+        if parts.is_empty() {
+            "objectName \"*\"".to_owned()
+        } else {
+            parts.join(" and ")
+        }
+    }
+}
+
+/// One `jmesPath` entry of a secret: a JMESPath expression over the secret's JSON value and the
+/// file its result is written to (the AWS provider's names, issue 16).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JmesPathSpec {
+    /// `path`: the expression.
+    pub path: String,
+    /// `objectAlias`: the file.
+    pub alias: String,
+}
+
+/// One entry of the `templates` class parameter: a file rendered from the mounted files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateSpec {
+    /// `path`: the file, relative to the volume.
+    pub path: String,
+    /// `template`: the template text (minijinja).
+    pub template: String,
+}
+
 /// One validated entry of `objects`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectSpec {
@@ -157,9 +225,32 @@ pub struct ObjectSpec {
     pub encoding: ObjectEncoding,
     /// `filePermission`, or `None` to use the request's default.
     pub file_permission: Option<u32>,
+    /// `objectName: "*"`, `objectNamePrefix`, `objectTags`: many objects (`name` is then `*` or
+    /// empty, and `alias`, when set, is the folder they go in).
+    pub selector: Option<Selector>,
+    /// `optional: "true"`: a missing or disabled object leaves its file out instead of failing.
+    pub optional: bool,
+    /// `jmesPath`: files extracted from the secret's JSON value.
+    pub jmes_path: Vec<JmesPathSpec>,
 }
 
 impl ObjectSpec {
+    /// The paths this entry is known to write before anything is fetched: its file (or folder)
+    /// and its `jmesPath` files; a selection without `objectAlias` writes names known only
+    /// after listing.
+    pub fn known_paths(&self) -> Vec<&str> {
+        if self.selector.is_some() {
+            return if self.alias.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.alias.as_str()]
+            };
+        }
+        let mut paths = vec![self.file_name()];
+        paths.extend(self.jmes_path.iter().map(|j| j.alias.as_str()));
+        paths
+    }
+
     /// The file (or, with version history, directory) name: alias or name.
     pub fn file_name(&self) -> &str {
         if self.alias.is_empty() {
@@ -199,6 +290,12 @@ pub struct MountParams {
     /// [`MAX_AGE_ATTRIBUTE`]: cached "latest" answers older than this are fetched again
     /// (`None`: the whole `--cache-ttl`).
     pub max_age: Option<Duration>,
+    /// `templates`: files rendered from the fetched ones (issue 16).
+    pub templates: Vec<TemplateSpec>,
+    /// `maxStaleness` (not upstream): serve a new mount from this node's last good answer for
+    /// the same identity and objects, at most this old, when Key Vault or Entra ID is
+    /// unreachable (`crate::last_good`). `None`: never.
+    pub max_staleness: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -289,11 +386,6 @@ impl MountParams {
                 "only one identity mode can be enabled at a time: usePodIdentity, useVMManagedIdentity, or useAzureTokenProxy".into(),
             ));
         }
-        if use_token_proxy {
-            return Err(ParamError::Parameter(
-                "useAzureTokenProxy (AKS identity binding) is not supported by this provider; remove it and use workload identity (set clientID) instead".into(),
-            ));
-        }
         let keyvault_name = get(attrs, "keyvaultName");
         if keyvault_name.is_empty() {
             return Err(ParamError::Parameter("keyvaultName is not provided".into()));
@@ -309,7 +401,13 @@ impl MountParams {
         let env_file = get(attrs, "cloudEnvFileName");
         let cloud_env_file = (!env_file.is_empty()).then(|| PathBuf::from(env_file));
 
-        let identity = if use_pod_identity {
+        let identity = if use_token_proxy {
+            identity_binding(attrs).map_err(|e| {
+                ParamError::Parameter(format!(
+                    "failed to build auth config for mode AzureTokenProxy: {e}"
+                ))
+            })?
+        } else if use_pod_identity {
             IdentityMode::PodIdentity
         } else if use_vm_mi {
             let id = get(attrs, "userAssignedIdentityID");
@@ -344,6 +442,10 @@ impl MountParams {
             return Err(ParamError::Parameter("objects is not set".into()));
         }
         let objects = parse_objects(objects_text)?;
+        let templates = match attrs.get("templates").map(|t| t.trim()) {
+            None | Some("") => Vec::new(),
+            Some(text) => parse_templates(text, &objects)?,
+        };
         check_vault_name(&keyvault_name)?;
         let class_name = attrs
             .get("secretProviderClass")
@@ -354,6 +456,14 @@ impl MountParams {
             None | Some("") => None,
             Some(v) => Some(daemon::duration::parse_go_duration(v).map_err(|e| {
                 ParamError::Parameter(format!("failed to parse {MAX_AGE_ATTRIBUTE}: {e}"))
+            })?),
+        };
+        let max_staleness = match attrs.get("maxStaleness").map(|s| s.trim()) {
+            None | Some("" | "0" | "0s") => None,
+            Some(v) => Some(daemon::duration::parse_go_duration(v).map_err(|e| {
+                ParamError::Parameter(format!(
+                    "failed to parse maxStaleness {v:?}: {e}; use a Go duration such as 24h, or remove it"
+                ))
             })?),
         };
         Ok(Self {
@@ -367,11 +477,43 @@ impl MountParams {
             objects,
             class_name,
             max_age,
+            templates,
+            max_staleness,
         })
     }
 }
 
+/// Identity binding's checks, in upstream's order and words: `clientID`, then the tokens
+/// attribute, then the token for `api://AKSIdentityBinding` in it.
+fn identity_binding(attrs: &BTreeMap<String, String>) -> Result<IdentityMode, String> {
+    let client_id = get(attrs, "clientID");
+    if client_id.is_empty() {
+        return Err("clientID is required for identity binding".into());
+    }
+    if attrs
+        .get(SA_TOKENS_ATTRIBUTE)
+        .is_none_or(|t| t.trim().is_empty())
+    {
+        return Err("service account tokens are required for identity binding".into());
+    }
+    let assertion = token_for_audience(attrs, IDENTITY_BINDING_AUDIENCE).map_err(|e| {
+        format!("failed to parse service account token for identity binding, error: {e}")
+    })?;
+    Ok(IdentityMode::IdentityBinding {
+        client_id,
+        assertion,
+    })
+}
+
 fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<SecretString, String> {
+    token_for_audience(attrs, WORKLOAD_IDENTITY_AUDIENCE)
+}
+
+/// The token for `audience` in the driver's `serviceAccount.tokens` attribute.
+fn token_for_audience(
+    attrs: &BTreeMap<String, String>,
+    audience: &str,
+) -> Result<SecretString, String> {
     let raw = attrs
         .get(SA_TOKENS_ATTRIBUTE)
         .map(|s| s.trim())
@@ -385,11 +527,9 @@ fn workload_identity_token(attrs: &BTreeMap<String, String>) -> Result<SecretStr
             json_error(&e)
         )
     })?;
-    match tokens.get(WORKLOAD_IDENTITY_AUDIENCE) {
+    match tokens.get(audience) {
         Some(t) if !t.token.is_empty() => Ok(SecretString::new(t.token.clone())),
-        _ => Err(format!(
-            "token for audience {WORKLOAD_IDENTITY_AUDIENCE} not found"
-        )),
+        _ => Err(format!("token for audience {audience} not found")),
     }
 }
 
@@ -457,6 +597,18 @@ struct RawObject {
     object_format: String,
     object_encoding: String,
     file_permission: String,
+    object_name_prefix: String,
+    object_tags: BTreeMap<String, String>,
+    optional: String,
+    jmes_path: Vec<RawJmesPath>,
+}
+
+/// One `jmesPath` item as written.
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase", default)]
+struct RawJmesPath {
+    path: String,
+    object_alias: String,
 }
 
 #[derive(Deserialize)]
@@ -532,6 +684,21 @@ fn validate_object(raw: RawObject) -> Result<ObjectSpec, ParamError> {
         object_format: raw.object_format.trim().to_owned(),
         object_encoding: raw.object_encoding.trim().to_owned(),
         file_permission: raw.file_permission.trim().to_owned(),
+        object_name_prefix: raw.object_name_prefix.trim().to_owned(),
+        object_tags: raw
+            .object_tags
+            .iter()
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect(),
+        optional: raw.optional.trim().to_owned(),
+        jmes_path: raw
+            .jmes_path
+            .iter()
+            .map(|j| RawJmesPath {
+                path: j.path.trim().to_owned(),
+                object_alias: j.object_alias.trim().to_owned(),
+            })
+            .collect(),
     };
     let fail = |cause: String| ParamError::Object {
         object_type: r.object_type.clone(),
@@ -580,17 +747,35 @@ fn validate_object(raw: RawObject) -> Result<ObjectSpec, ParamError> {
             )));
         }
     };
-    if r.object_name.is_empty() {
+    let optional = match r.optional.as_str() {
+        "" => false,
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        other => {
+            return Err(fail(format!(
+                "invalid optional: \"{other}\", should be \"true\" or \"false\""
+            )));
+        }
+    };
+    let selector = selection(&r).map_err(fail)?;
+    if selector.is_none() && r.object_name.is_empty() {
         return Err(fail(
-            "objectName must not be empty: set objectName to the Key Vault object's name".into(),
+            "objectName must not be empty: set objectName to the Key Vault object's name (or select many with objectName: \"*\", objectNamePrefix or objectTags)".into(),
         ));
     }
-    let file = if r.object_alias.is_empty() {
-        &r.object_name
+    if selector.is_some() {
+        // The alias is the folder the selected objects go in.
+        if !r.object_alias.is_empty() {
+            check_file_name(&r.object_alias).map_err(fail)?;
+        }
     } else {
-        &r.object_alias
-    };
-    check_file_name(file).map_err(fail)?;
+        let file = if r.object_alias.is_empty() {
+            &r.object_name
+        } else {
+            &r.object_alias
+        };
+        check_file_name(file).map_err(fail)?;
+    }
     if r.object_version_history < 0 || r.object_version_history > 1000 {
         return Err(fail(format!(
             "invalid objectVersionHistory: {}, should be a number between 0 and 1000",
@@ -602,6 +787,8 @@ fn validate_object(raw: RawObject) -> Result<ObjectSpec, ParamError> {
     } else {
         Some(parse_octal_mode(&r.file_permission).map_err(fail)?)
     };
+    let jmes_path =
+        jmes_paths(&r, object_type, format, encoding, selector.is_some()).map_err(fail)?;
     Ok(ObjectSpec {
         name: r.object_name.clone(),
         alias: r.object_alias.clone(),
@@ -611,7 +798,172 @@ fn validate_object(raw: RawObject) -> Result<ObjectSpec, ParamError> {
         format,
         encoding,
         file_permission,
+        selector,
+        optional,
+        jmes_path,
     })
+}
+
+/// `objectName: "*"`, `objectNamePrefix`, `objectTags` → the selection, or `None` for one named
+/// object. A selection fetches each match at its latest version, into a file named after it.
+fn selection(r: &RawObject) -> Result<Option<Selector>, String> {
+    let star = r.object_name == "*";
+    if !star && r.object_name_prefix.is_empty() && r.object_tags.is_empty() {
+        return Ok(None);
+    }
+    if !star && !r.object_name.is_empty() {
+        return Err(format!(
+            "objectName \"{}\" names one object, but objectNamePrefix / objectTags select many: remove objectName (or write objectName: \"*\") to select, or remove objectNamePrefix and objectTags to fetch the one object",
+            r.object_name
+        ));
+    }
+    let what = "a selection (objectName \"*\", objectNamePrefix, objectTags) fetches the latest version of each object it matches";
+    if !r.object_version.is_empty() {
+        return Err(format!(
+            "objectVersion cannot be used here: {what}; remove objectVersion"
+        ));
+    }
+    if r.object_version_history > 1 {
+        return Err(format!(
+            "objectVersionHistory cannot be used here: {what}; remove objectVersionHistory"
+        ));
+    }
+    if !r.object_name_prefix.is_empty()
+        && !r
+            .object_name_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(format!(
+            "objectNamePrefix \"{}\" can never match: Key Vault object names hold only letters, digits and '-'",
+            r.object_name_prefix
+        ));
+    }
+    if r.object_tags.keys().any(String::is_empty) {
+        return Err(
+            "objectTags has an empty tag name: write objectTags as {name: value, ...}".into(),
+        );
+    }
+    Ok(Some(Selector {
+        prefix: r.object_name_prefix.clone(),
+        tags: r.object_tags.clone(),
+    }))
+}
+
+/// `jmesPath` items: secrets only, valid expressions, plain relative file names.
+fn jmes_paths(
+    r: &RawObject,
+    object_type: ObjectType,
+    format: ObjectFormat,
+    encoding: ObjectEncoding,
+    selection: bool,
+) -> Result<Vec<JmesPathSpec>, String> {
+    if r.jmes_path.is_empty() {
+        return Ok(Vec::new());
+    }
+    if object_type != ObjectType::Secret {
+        return Err(
+            "jmesPath only supported for objectType: secret (its value must be JSON)".into(),
+        );
+    }
+    if selection {
+        return Err("jmesPath cannot be used with a selection (objectName \"*\", objectNamePrefix, objectTags): name the one secret whose JSON it reads".into());
+    }
+    if r.object_version_history > 1 {
+        return Err("jmesPath cannot be used with objectVersionHistory: remove one of them".into());
+    }
+    if format != ObjectFormat::Pem || encoding != ObjectEncoding::Utf8 {
+        return Err(
+            "jmesPath reads the secret's JSON text: remove objectFormat and objectEncoding".into(),
+        );
+    }
+    let mut out = Vec::with_capacity(r.jmes_path.len());
+    for (i, j) in r.jmes_path.iter().enumerate() {
+        if j.path.is_empty() {
+            return Err(format!(
+                "jmesPath[{i}].path is empty: write a JMESPath expression such as \"username\" or \"db.password\""
+            ));
+        }
+        crate::extract::compile(&j.path).map_err(|e| {
+            format!(
+                "jmesPath[{i}].path \"{}\" is not a valid JMESPath expression: {e}",
+                j.path
+            )
+        })?;
+        if j.object_alias.is_empty() {
+            return Err(format!(
+                "jmesPath[{i}].objectAlias is empty: name the file the value of \"{}\" is written to",
+                j.path
+            ));
+        }
+        check_file_name(&j.object_alias).map_err(|e| format!("jmesPath[{i}].objectAlias: {e}"))?;
+        out.push(JmesPathSpec {
+            path: j.path.clone(),
+            alias: j.object_alias.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses the `templates` class parameter: a YAML list of `{path, template}`; each path a plain
+/// relative file name no object writes, each template valid.
+fn parse_templates(text: &str, objects: &[ObjectSpec]) -> Result<Vec<TemplateSpec>, ParamError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawTemplate {
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        template: String,
+    }
+    let fail = |m: String| ParamError::Parameter(format!("invalid templates: {m}"));
+    let raws: Vec<RawTemplate> = serde_saphyr::from_str(text).map_err(|e| {
+        fail(format!(
+            "{}. Write templates as a YAML list of {{path, template}} items",
+            first_line(e)
+        ))
+    })?;
+    let mut out: Vec<TemplateSpec> = Vec::with_capacity(raws.len());
+    for (i, t) in raws.into_iter().enumerate() {
+        let path = t.path.trim().to_owned();
+        if path.is_empty() {
+            return Err(fail(format!(
+                "item {i} has no path: name the file it renders, e.g. path: app.env"
+            )));
+        }
+        check_file_name(&path).map_err(|e| fail(format!("path \"{path}\": {e}")))?;
+        if t.template.is_empty() {
+            return Err(fail(format!("\"{path}\" has an empty template")));
+        }
+        crate::template::check(&t.template).map_err(|e| fail(format!("\"{path}\": {e}")))?;
+        let clash = |other: &str| {
+            other == path
+                || other
+                    .strip_prefix(path.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                || path.strip_prefix(other).is_some_and(|r| r.starts_with('/'))
+        };
+        if let Some(o) = out.iter().find(|o| clash(&o.path)) {
+            return Err(fail(format!(
+                "path \"{path}\" collides with the template \"{}\": give each template its own path",
+                o.path
+            )));
+        }
+        if let Some(o) = objects
+            .iter()
+            .find(|o| o.known_paths().iter().any(|p| clash(p)))
+        {
+            return Err(fail(format!(
+                "path \"{path}\" collides with a file of object \"{}\": give the template another path",
+                o.name
+            )));
+        }
+        out.push(TemplateSpec {
+            path,
+            template: t.template,
+        });
+    }
+    Ok(out)
 }
 
 /// `filePermission`: octal digits, optional `0`/`0o` prefix, at most `0777`.
@@ -650,11 +1002,16 @@ fn check_file_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Two objects must not write the same file, nor may one object's file be another's directory.
+/// Two objects must not write the same file, nor may one object's file be another's directory
+/// (files named after selected objects are checked once they are listed).
 fn check_overlaps(specs: &[ObjectSpec]) -> Result<(), ParamError> {
-    for (i, a) in specs.iter().enumerate() {
-        for b in &specs[..i] {
-            let (pa, pb) = (a.file_name(), b.file_name());
+    let paths: Vec<(&ObjectSpec, &str)> = specs
+        .iter()
+        .flat_map(|s| s.known_paths().into_iter().map(move |p| (s, p)))
+        .collect();
+    for (i, (a, pa)) in paths.iter().enumerate() {
+        for (b, pb) in &paths[..i] {
+            let (pa, pb) = (*pa, *pb);
             let clash = pa == pb
                 || pa.strip_prefix(pb).is_some_and(|r| r.starts_with('/'))
                 || pb.strip_prefix(pa).is_some_and(|r| r.starts_with('/'));

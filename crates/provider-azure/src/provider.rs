@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entra_auth::{
-    AssertionVerifier, ClientAssertionCredential, ClientSecretCredential, Cloud, HttpOptions,
-    ManagedIdentityCredential, NodeEndpoints, PodIdentityCredential, PrincipalKey, TokenCache,
-    TokenCacheStats, TokenCredential,
+    AssertionVerifier, AuthError, ClientAssertionCredential, ClientSecretCredential, Cloud,
+    HttpOptions, IdentityBindingCredential, ManagedIdentityCredential, NodeEndpoints,
+    PodIdentityCredential, PrincipalKey, TokenCache, TokenCacheStats, TokenCredential, TokenProxy,
+    TokenProxyConfig,
 };
 use futures::{StreamExt, TryStreamExt};
 use keyvault_client::{
@@ -22,9 +23,12 @@ use provider_proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion}
 use tracing::Instrument;
 
 use crate::error::{MountError, ObjectError};
+use crate::last_good;
 use crate::metrics::Metrics;
-use crate::params::{IdentityMode, MountParams, ObjectSpec, ObjectType, parse_permission};
-use crate::render::{self, RenderOptions, Rendered};
+use crate::params::{
+    IdentityMode, MountParams, ObjectSpec, ObjectType, Selector, parse_permission,
+};
+use crate::render::{self, RenderOptions, Rendered, RenderedFile};
 
 /// Provider-wide settings (from flags and the environment).
 #[derive(Clone, Debug)]
@@ -41,6 +45,8 @@ pub struct ProviderConfig {
     pub keyvault: ClientOptions,
     /// Objects fetched concurrently within one mount (default 1, as upstream).
     pub fetch_concurrency: usize,
+    /// `--max-selected-objects`: most objects one selection may match (default 100).
+    pub max_selected_objects: usize,
     /// `--cache-ttl`: lifetime of cached "latest" answers and of a principal's acceptance by a
     /// vault; zero (the library default) turns token and object caching off.
     pub cache_ttl: Duration,
@@ -48,6 +54,9 @@ pub struct ProviderConfig {
     /// locally (against the issuer's published keys) so that the pods of one service account
     /// share one Entra token while caching is on. Empty: one token per distinct assertion.
     pub workload_identity_issuers: Vec<String>,
+    /// `--token-proxy-url`, `--sni-name` and the service-account CA: the AKS token proxy of
+    /// identity binding (`useAzureTokenProxy`).
+    pub token_proxy: TokenProxyConfig,
 }
 
 impl Default for ProviderConfig {
@@ -59,8 +68,10 @@ impl Default for ProviderConfig {
             http: HttpOptions::default(),
             keyvault: ClientOptions::default(),
             fetch_concurrency: 1,
+            max_selected_objects: 100,
             cache_ttl: Duration::ZERO,
             workload_identity_issuers: Vec::new(),
+            token_proxy: TokenProxyConfig::default(),
         }
     }
 }
@@ -73,6 +84,11 @@ pub struct Provider {
     /// Set when caching is on (`cache_ttl` > 0).
     cache: Option<Caches>,
     metrics: Arc<Metrics>,
+    /// The AKS token proxy, shared by every identity-binding mount (SNI name computed once,
+    /// CA file followed).
+    token_proxy: Arc<TokenProxy>,
+    /// Last-known-good answers (`maxStaleness`), in memory only.
+    last_good: last_good::LastGood,
 }
 
 /// The process-wide caches.
@@ -100,6 +116,9 @@ pub enum ProviderError {
     /// `--cloud-name` does not resolve.
     #[error("failed validating default cloud environment: {0}")]
     DefaultCloud(entra_auth::CloudError),
+    /// `--token-proxy-url` or `--sni-name` is not usable.
+    #[error("invalid identity-binding flag (--token-proxy-url, --sni-name): {0}")]
+    TokenProxy(#[from] entra_auth::TokenProxyError),
 }
 
 /// One resolved file-producing fetch.
@@ -108,6 +127,9 @@ struct Job {
     version: String,
     file_name: String,
     uid: String,
+    /// Optional and known absent before any fetch (a selection that matched nothing, a
+    /// version history of a missing object): no fetch, reported absent.
+    empty_selection: bool,
 }
 
 impl Provider {
@@ -142,6 +164,10 @@ impl Provider {
                 AssertionVerifier::new(http.clone(), config.workload_identity_issuers.clone())
             }),
         });
+        let token_proxy = Arc::new(TokenProxy::new(
+            config.token_proxy.clone(),
+            config.http.clone(),
+        )?);
         if let Some(c) = &cache {
             let (tokens, objects) = (c.tokens.clone(), c.objects.cache().clone());
             metrics.set_cache_source(Box::new(move || Some((tokens.stats(), objects.stats()))));
@@ -152,6 +178,8 @@ impl Provider {
             connector,
             cache,
             metrics,
+            token_proxy,
+            last_good: last_good::LastGood::default(),
         })
     }
 
@@ -169,6 +197,14 @@ impl Provider {
 
     /// Handles one `Mount` (the gRPC layer adds only status mapping and logging).
     pub async fn mount(&self, req: MountRequest) -> Result<MountResponse, MountError> {
+        self.mount_reporting(req).await.map(|(r, _)| r)
+    }
+
+    /// [`Self::mount`], and the age of the answer when it was served from last-known-good.
+    pub async fn mount_reporting(
+        &self,
+        req: MountRequest,
+    ) -> Result<(MountResponse, Option<Duration>), MountError> {
         let params = MountParams::parse(&req.attributes, &req.secrets)?;
         let default_mode = parse_permission(&req.permission)?;
         drop(req); // zeroes the attributes (tokens) and secrets now that they are parsed
@@ -182,13 +218,13 @@ impl Provider {
         );
         let started = Instant::now();
         let result = self
-            .mount_params(&params, default_mode)
+            .mount_params_reporting(&params, default_mode)
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
         let identity = params.identity.kind();
         match &result {
-            Ok(resp) => {
+            Ok((resp, _)) => {
                 self.metrics.mount("ok", identity);
                 tracing::info!(
                     identity,
@@ -216,8 +252,19 @@ impl Provider {
         params: &MountParams,
         default_mode: u32,
     ) -> Result<MountResponse, MountError> {
+        self.mount_params_reporting(params, default_mode)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// [`Self::mount_params`], and the age of the answer when served from last-known-good.
+    async fn mount_params_reporting(
+        &self,
+        params: &MountParams,
+        default_mode: u32,
+    ) -> Result<(MountResponse, Option<Duration>), MountError> {
         if params.objects.is_empty() {
-            return Ok(MountResponse::default());
+            return Ok((MountResponse::default(), None));
         }
         let cloud_name = if params.cloud_name.is_empty() {
             self.config.default_cloud.as_str()
@@ -237,31 +284,76 @@ impl Provider {
         // The cloud names the Key Vault resource: no unauthenticated challenge probe (issue 15).
         self.connector
             .configure_resource(&vault_url, cloud.key_vault_resource());
-        let credential = self.credential(params, &cloud)?;
+        let credential = self.credential(params, &cloud).await?;
         tracing::debug!(credential = ?credential.identity(), "mounting");
+        let mut last_good_key = None;
         let kv = match &self.cache {
             Some(c) => {
                 let principal = principal(params, credential.as_ref(), c).await;
+                if params.max_staleness.is_some() {
+                    last_good_key = Some(last_good::Key::new(
+                        principal.clone(),
+                        vault_url.as_str(),
+                        format!("{:?}", params.objects),
+                        default_mode,
+                    ));
+                }
                 let credential = c.tokens.wrap(credential, principal.clone());
                 c.objects
                     .connect_as(&vault_url, credential, principal, params.max_age)
             }
             None => self.connector.connect(&vault_url, credential),
         };
+        let result = self.fetch_all(params, default_mode, kv).await;
+        let (Some(key), Some(max_staleness)) = (last_good_key, params.max_staleness) else {
+            return result.map(|r| (r, None));
+        };
+        match result {
+            Ok(resp) => {
+                self.last_good.keep(key, max_staleness, &resp);
+                Ok((resp, None))
+            }
+            Err(e) if last_good::may_fall_back(&e) => match self.last_good.get(&key, max_staleness)
+            {
+                Some((resp, age)) => {
+                    self.metrics.served_stale(age);
+                    tracing::warn!(
+                        age_secs = age.as_secs(),
+                        kind = e.kind(),
+                        error = %daemon::error::Chain(&e),
+                        "Azure unreachable: serving this node's last good answer for the same identity and objects (maxStaleness)"
+                    );
+                    Ok((resp, Some(age)))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
 
-        // Phase 1: resolve version-history objects into concrete versions (list calls).
+    /// Phases 1 and 2 of a mount: list versions and selections, fetch and render every object,
+    /// render the templates.
+    async fn fetch_all(
+        &self,
+        params: &MountParams,
+        default_mode: u32,
+        kv: Arc<dyn KeyVault>,
+    ) -> Result<MountResponse, MountError> {
+        // Phase 1: resolve version-history objects into concrete versions and selections into
+        // the objects they match (list calls).
         let expanded: Vec<Vec<Job>> = futures::stream::iter(params.objects.clone())
             .map(|spec| {
                 let kv = kv.clone();
-                async move { self.expand(kv.as_ref(), spec).await }
+                async move { self.expand(kv.as_ref(), spec, params).await }
             })
             .buffered(self.config.fetch_concurrency.max(1))
             .try_collect()
             .await?;
         let jobs: Vec<Job> = expanded.into_iter().flatten().collect();
 
-        // Phase 2: fetch and render, order preserved, first failure aborts.
-        let rendered: Vec<(Job, Rendered)> = futures::stream::iter(jobs)
+        // Phase 2: fetch and render, order preserved, first failure aborts (an optional object
+        // that is missing or disabled is `None`).
+        let rendered: Vec<(Job, Option<Rendered>)> = futures::stream::iter(jobs)
             .map(|job| {
                 let kv = kv.clone();
                 async move {
@@ -276,6 +368,14 @@ impl Provider {
         let mut resp = MountResponse::default();
         let mut seen = HashSet::new();
         for (job, r) in rendered {
+            let Some(r) = r else {
+                // The driver learns of it through the reserved version (it warns on the pod).
+                resp.object_version.push(ObjectVersion {
+                    id: job.uid.clone(),
+                    version: provider_proto::ABSENT_OBJECT_VERSION.to_owned(),
+                });
+                continue;
+            };
             let mode = job.spec.file_permission.unwrap_or(default_mode);
             for f in r.files {
                 if !seen.insert(f.path.clone()) {
@@ -295,16 +395,49 @@ impl Provider {
                 });
             }
         }
+        if !params.templates.is_empty() {
+            let context = crate::template::files_context(
+                resp.files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.contents.as_slice())),
+            );
+            let templates: Vec<(String, String)> = params
+                .templates
+                .iter()
+                .map(|t| (t.path.clone(), t.template.clone()))
+                .collect();
+            let rendered = tokio::task::spawn_blocking(move || {
+                crate::template::render_all(templates, context)
+            })
+            .await
+            .map_err(|_| {
+                MountError::Template(crate::template::TemplateError {
+                    path: String::new(),
+                    reason: "the template task failed".into(),
+                })
+            })??;
+            for (path, contents) in rendered {
+                if !seen.insert(path.clone()) {
+                    return Err(MountError::DuplicatePath(path));
+                }
+                tracing::debug!(file = %path, "template rendered");
+                resp.files.push(File {
+                    path,
+                    mode: default_mode as i32,
+                    contents: contents.to_vec(),
+                });
+            }
+        }
         Ok(resp)
     }
 
-    fn credential(
+    async fn credential(
         &self,
         params: &MountParams,
         cloud: &Cloud,
     ) -> Result<Arc<dyn TokenCredential>, MountError> {
         let http = self.http.clone();
-        let fail = |source: entra_auth::AuthError| MountError::Credential { source };
+        let fail = |source: AuthError| MountError::Credential { source };
         Ok(match &params.identity {
             IdentityMode::ServicePrincipal {
                 client_id,
@@ -339,6 +472,27 @@ impl Provider {
                 &self.config.node,
                 user_assigned_identity_id.as_deref(),
             )),
+            IdentityMode::IdentityBinding {
+                client_id,
+                assertion,
+            } => {
+                // As upstream, a proxy that cannot be used fails here, before any request:
+                // `failed to get keyvault client: proxy transport not available: …`.
+                self.token_proxy
+                    .ready()
+                    .await
+                    .map_err(|e| fail(AuthError::TokenProxy(e)))?;
+                Arc::new(
+                    IdentityBindingCredential::new(
+                        self.token_proxy.clone(),
+                        cloud,
+                        &params.tenant_id,
+                        client_id,
+                        assertion.clone(),
+                    )
+                    .map_err(fail)?,
+                )
+            }
             IdentityMode::PodIdentity => Arc::new(
                 PodIdentityCredential::new(
                     http,
@@ -376,6 +530,7 @@ async fn principal(
             }
             Some(assertion.expose())
         }
+        IdentityMode::IdentityBinding { assertion, .. } => Some(assertion.expose()),
         IdentityMode::VmManagedIdentity { .. } | IdentityMode::PodIdentity => None,
     };
     PrincipalKey::new(credential.identity(), proof)
@@ -391,21 +546,26 @@ impl Provider {
         }
     }
 
-    async fn expand(&self, kv: &dyn KeyVault, spec: ObjectSpec) -> Result<Vec<Job>, MountError> {
+    async fn expand(
+        &self,
+        kv: &dyn KeyVault,
+        spec: ObjectSpec,
+        params: &MountParams,
+    ) -> Result<Vec<Job>, MountError> {
+        if let Some(selector) = &spec.selector {
+            return self.select(kv, &spec, selector, params).await;
+        }
         if spec.version_history <= 1 {
             return Ok(vec![Job {
                 version: spec.version.clone(),
                 file_name: spec.file_name().to_owned(),
                 uid: spec.uid(),
                 spec,
+                empty_selection: false,
             }]);
         }
         let spec = &spec;
-        let kind = match spec.object_type {
-            ObjectType::Secret => ObjectKind::Secret,
-            ObjectType::Key => ObjectKind::Key,
-            ObjectType::Cert => ObjectKind::Certificate,
-        };
+        let kind = kind_of(spec.object_type);
         let t = Instant::now();
         let listed = kv.list_versions(kind, &spec.name).await;
         self.observe(
@@ -414,6 +574,16 @@ impl Provider {
             listed.as_ref().err().map(|e| e.kind()),
             t.elapsed(),
         );
+        if spec.optional && matches!(listed, Err(keyvault_client::KvError::NotFound { .. })) {
+            tracing::info!(object_type = spec.object_type.as_str(), object = %spec.name, "optional object absent; its versions are left out");
+            return Ok(vec![Job {
+                spec: spec.clone(),
+                version: String::new(),
+                file_name: String::new(),
+                uid: spec.uid(),
+                empty_selection: true,
+            }]);
+        }
         let mut items: Vec<_> = listed
             .map_err(|e| Self::object_error(spec, e))?
             .into_iter()
@@ -447,8 +617,120 @@ impl Provider {
                 version: item.version().to_owned(),
                 file_name: format!("{}/{i}", spec.file_name()),
                 uid: format!("{}/{i}", spec.uid()),
+                empty_selection: false,
             })
             .collect())
+    }
+
+    /// A selection → one job per enabled, valid object it matches, in name order, each a file
+    /// named after the object (in the `objectAlias` folder when set).
+    async fn select(
+        &self,
+        kv: &dyn KeyVault,
+        spec: &ObjectSpec,
+        selector: &Selector,
+        params: &MountParams,
+    ) -> Result<Vec<Job>, MountError> {
+        let kind = kind_of(spec.object_type);
+        let collection = kind.segment();
+        let t = Instant::now();
+        let listed = kv.list_objects(kind).await;
+        self.observe(
+            "list",
+            spec,
+            listed.as_ref().err().map(|e| e.kind()),
+            t.elapsed(),
+        );
+        let listed = listed.map_err(|e| match e {
+            e @ keyvault_client::KvError::Forbidden { .. } => Self::object_error(
+                spec,
+                ObjectError::ListForbidden {
+                    class: format!(
+                        "{}/{}",
+                        params.pod_namespace,
+                        params.class_name.as_deref().unwrap_or("<unnamed>")
+                    ),
+                    collection,
+                    vault: params.keyvault_name.clone(),
+                    selection: selector.describe(),
+                    source: e,
+                },
+            ),
+            e => Self::object_error(spec, e),
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut names: Vec<String> = listed
+            .into_iter()
+            .filter(|i| i.is_usable_at(now) && selector.matches(&i.name, &i.tags))
+            .map(|i| i.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.len() > self.config.max_selected_objects {
+            return Err(Self::object_error(
+                spec,
+                ObjectError::TooManyMatches {
+                    selection: selector.describe(),
+                    collection,
+                    count: names.len(),
+                    cap: self.config.max_selected_objects,
+                },
+            ));
+        }
+        if names.is_empty() {
+            if !spec.optional {
+                return Err(Self::object_error(
+                    spec,
+                    ObjectError::NoMatch {
+                        selection: selector.describe(),
+                        collection,
+                        vault: params.keyvault_name.clone(),
+                    },
+                ));
+            }
+            tracing::info!(object_type = spec.object_type.as_str(), selection = %selector.describe(), "optional selection matched nothing");
+            return Ok(vec![Job {
+                spec: spec.clone(),
+                version: String::new(),
+                file_name: String::new(),
+                uid: format!("{}/{}", spec.object_type.as_str(), selector.describe()),
+                empty_selection: true,
+            }]);
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                // Key Vault names are letters, digits and '-'; anything else is not a file name.
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(Self::object_error(
+                        spec,
+                        keyvault_client::KvError::BadResponse(format!(
+                            "the listing names an object {name:?}, which is not a Key Vault object name"
+                        )),
+                    ));
+                }
+                let file_name = if spec.alias.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{}/{name}", spec.alias)
+                };
+                let one = ObjectSpec {
+                    name,
+                    alias: String::new(),
+                    selector: None,
+                    ..spec.clone()
+                };
+                Ok(Job {
+                    version: String::new(),
+                    file_name,
+                    uid: one.uid(),
+                    spec: one,
+                    empty_selection: false,
+                })
+            })
+            .collect()
     }
 
     fn observe(&self, op: &'static str, spec: &ObjectSpec, err: Option<&'static str>, d: Duration) {
@@ -456,14 +738,34 @@ impl Provider {
             .keyvault(op, spec.object_type.as_str(), err.unwrap_or("ok"), d);
     }
 
-    async fn fetch(&self, kv: &dyn KeyVault, job: &Job) -> Result<Rendered, MountError> {
+    async fn fetch(&self, kv: &dyn KeyVault, job: &Job) -> Result<Option<Rendered>, MountError> {
         let spec = &job.spec;
+        if job.empty_selection {
+            return Ok(None);
+        }
         let t = Instant::now();
         let result: Result<Rendered, ObjectError> = async {
             Ok(match spec.object_type {
                 ObjectType::Secret => {
                     let b = kv.get_secret(&spec.name, &job.version).await?;
-                    render::render_secret(spec, &job.file_name, &b, self.config.render)?
+                    let mut r =
+                        render::render_secret(spec, &job.file_name, &b, self.config.render)?;
+                    if !spec.jmes_path.is_empty() {
+                        if b.kid.is_some() {
+                            return Err(ObjectError::ExtractFromCertificate);
+                        }
+                        let value = b
+                            .value
+                            .as_ref()
+                            .ok_or(render::RenderError::Missing("secret value is nil"))?;
+                        for j in &spec.jmes_path {
+                            r.files.push(RenderedFile {
+                                path: j.alias.clone(),
+                                contents: crate::extract::extract(value.expose(), &j.path)?,
+                            });
+                        }
+                    }
+                    r
                 }
                 ObjectType::Key => {
                     let b = kv.get_key(&spec.name, &job.version).await?;
@@ -478,11 +780,40 @@ impl Provider {
         .await;
         let kind = result.as_ref().err().map(|e| match e {
             ObjectError::KeyVault(k) => k.kind(),
-            ObjectError::Render(_) => "bad_format",
-            ObjectError::VersionNotListed(_) => "not_found",
+            ObjectError::Render(_)
+            | ObjectError::Extract(_)
+            | ObjectError::ExtractFromCertificate => "bad_format",
+            ObjectError::VersionNotListed(_) | ObjectError::NoMatch { .. } => "not_found",
+            ObjectError::ListForbidden { .. } => "forbidden",
+            ObjectError::TooManyMatches { .. } => "invalid_parameters",
         });
         self.observe("get", spec, kind, t.elapsed());
-        result.map_err(|e| Self::object_error(spec, e))
+        match result {
+            Ok(r) => Ok(Some(r)),
+            // An optional object Key Vault does not have (or has disabled): no file this time;
+            // a later mount (rotation) writes it once it is there.
+            Err(ObjectError::KeyVault(e))
+                if spec.optional
+                    && (matches!(e, keyvault_client::KvError::NotFound { .. })
+                        || e.is_disabled()) =>
+            {
+                tracing::info!(
+                    object_type = spec.object_type.as_str(), object = %spec.name,
+                    reason = if e.is_disabled() { "disabled" } else { "not found" },
+                    "optional object absent; its file is left out"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(Self::object_error(spec, e)),
+        }
+    }
+}
+
+fn kind_of(t: ObjectType) -> ObjectKind {
+    match t {
+        ObjectType::Secret => ObjectKind::Secret,
+        ObjectType::Key => ObjectKind::Key,
+        ObjectType::Cert => ObjectKind::Certificate,
     }
 }
 

@@ -113,9 +113,20 @@ impl CsiDriverProvider for Service {
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
         let t = Instant::now();
-        let result = self.provider.mount(req.into_inner()).await;
+        let result = self.provider.mount_reporting(req.into_inner()).await;
         let (code, out) = match result {
-            Ok(r) => (tonic::Code::Ok, Ok(Response::new(r))),
+            Ok((r, stale)) => {
+                let mut resp = Response::new(r);
+                // Not upstream: tells this project's driver that the answer is last-known-good
+                // (`maxStaleness`); other drivers ignore unknown metadata.
+                if let Some(age) = stale {
+                    resp.metadata_mut().insert(
+                        "x-secrets-store-stale-seconds",
+                        tonic::metadata::MetadataValue::from(age.as_secs()),
+                    );
+                }
+                (tonic::Code::Ok, Ok(resp))
+            }
             Err(e) => {
                 let s = e.to_status();
                 (s.code(), Err(s))

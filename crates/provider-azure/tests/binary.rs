@@ -31,6 +31,32 @@ fn version_flag_prints_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported metrics backend statsd"));
 }
 
+/// A token proxy URL that cannot work stops the provider at start, naming the flag's value and
+/// the fix (upstream starts and fails every identity-binding mount).
+#[test]
+fn an_unusable_token_proxy_url_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg(format!(
+            "--endpoint=unix://{}",
+            dir.path().join("azure.sock").display()
+        ))
+        .arg("--healthz-port=0")
+        .arg("--prometheus-port=0")
+        .arg("--token-proxy-url=http://proxy.example")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "invalid identity-binding flag (--token-proxy-url, --sni-name): custom token endpoint URL \"http://proxy.example\" must use https scheme; give an https URL such as https://kubernetes.default.svc.cluster.local"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("azure.sock").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_mounts_reports_health_and_stops_on_sigterm() {
     let env = Env::start(&seed("[]", "none")).await; // also serves an in-process provider; unused here

@@ -21,17 +21,6 @@ use common::*;
 /// Upstream's NMI port is fixed; the tests of this binary take turns on it.
 static PORT_2579: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn wait_for_port_2579() {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpListener::bind("127.0.0.1:2579").is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port 2579 (upstream's fixed NMI port) is busy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_files_as_the_upstream_go_provider() {
     let upstream = test_support::require_peer!(test_support::Peer::UpstreamAzureProvider);
@@ -53,15 +42,7 @@ async fn same_files_as_the_upstream_go_provider() {
     );
     let _port = PORT_2579.lock().await;
     wait_for_port_2579().await;
-    let env = Env::start_full(
-        &seed_yaml,
-        |c| keyvault_emulator::EmulatorConfig {
-            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
-            ..c
-        },
-        |_| {},
-    )
-    .await;
+    let env = Env::start_full(&seed_yaml, nmi_on_2579, |_| {}).await;
     let sock = env.dir.path().join("upstream.sock");
     let mut cmd = Command::new(&upstream);
     cmd.arg(format!("--endpoint=unix://{}", sock.display()))
@@ -146,47 +127,6 @@ async fn same_files_as_the_upstream_go_provider() {
     assert_eq!(ids(&theirs), ids(&ours));
 }
 
-fn spawn(
-    bin: &std::path::Path,
-    env: &Env,
-    name: &str,
-    flags: &[&str],
-) -> (std::process::Child, PathBuf) {
-    let sock = env.dir.path().join(format!("{name}.sock"));
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("--endpoint=unix://{}", sock.display()))
-        .arg(format!("--healthz-port={}", test_support::free_port()))
-        .arg(format!("--prometheus-port={}", test_support::free_port()))
-        .args(flags)
-        .env("SSL_CERT_FILE", &env.ca_file)
-        .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", env.emu.imds_url());
-    let hosts = test_support::HostsOverride::new(&[(
-        &env.emu.vault_host("kv1"),
-        "127.0.0.1".parse::<IpAddr>().unwrap(),
-    )])
-    .unwrap();
-    let child = hosts
-        .wrap(&cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "{name} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, sock)
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-}
-
 /// Both binaries with the same flags: separate cert/key files without chain construction,
 /// encodings and permissions; then version history, where upstream's off-by-one shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,15 +144,7 @@ async fn same_files_with_flags_and_the_documented_history_difference() {
         );
     let _port = PORT_2579.lock().await;
     wait_for_port_2579().await;
-    let env = Env::start_full(
-        &seed_yaml,
-        |c| keyvault_emulator::EmulatorConfig {
-            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
-            ..c
-        },
-        |_| {},
-    )
-    .await;
+    let env = Env::start_full(&seed_yaml, nmi_on_2579, |_| {}).await;
     let flags = [
         "--write-cert-and-key-in-separate-files=true",
         "--construct-pem-chain=false",
@@ -298,15 +230,7 @@ async fn same_error_texts_as_upstream() {
     let ours_bin = PathBuf::from(env!("CARGO_BIN_EXE_secrets-store-provider-azure"));
     let _port = PORT_2579.lock().await;
     wait_for_port_2579().await;
-    let env = Env::start_full(
-        &seed("[]", "none"),
-        |c| keyvault_emulator::EmulatorConfig {
-            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
-            ..c
-        },
-        |_| {},
-    )
-    .await;
+    let env = Env::start_full(&seed("[]", "none"), nmi_on_2579, |_| {}).await;
     let (theirs_child, theirs_sock) = spawn(&upstream, &env, "upstream", &[]);
     let (ours_child, ours_sock) = spawn(&ours_bin, &env, "ours", &[]);
     let ok = objects(&["objectName: secret1\nobjectType: secret"]);
@@ -418,4 +342,214 @@ async fn same_error_texts_as_upstream() {
     }
     stop(theirs_child);
     stop(ours_child);
+}
+
+/// AKS identity binding (`useAzureTokenProxy: "true"`): both binaries exchange the same
+/// kube-apiserver-minted `api://AKSIdentityBinding` token through the emulator acting as the
+/// cluster's token proxy (`--token-proxy-url`, `--sni-name`; TLS for that name only) and write
+/// the same files; the parameter refusals of the mode read the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_binding_through_the_token_proxy_as_upstream() {
+    let upstream = test_support::require_peer!(test_support::Peer::UpstreamAzureProvider);
+    let ours_bin = PathBuf::from(env!("CARGO_BIN_EXE_secrets-store-provider-azure"));
+    let Some(cp) = test_support::ControlPlane::start().await else {
+        return;
+    };
+    let cp = cp.expect("control plane starts");
+    cp.create_service_account("default", "workload")
+        .await
+        .unwrap();
+    let sa = "system:serviceaccount:default:workload";
+    let seed_yaml = seed_with_issuer(&control_plane_issuer(&cp), cp.issuer(), sa).replace(
+        &format!("subject: \"{sa}\" }}"),
+        &format!("subject: \"{sa}\", audience: \"api://AKSIdentityBinding\" }}"),
+    );
+    assert!(seed_yaml.contains("audience: \"api://AKSIdentityBinding\""));
+    let sni = entra_auth::token_proxy::sni_for_cluster("696995ccb303450001b31a18");
+    let proxy_sni = sni.clone();
+    let _port = PORT_2579.lock().await;
+    wait_for_port_2579().await;
+    let env = Env::start_full(
+        &seed_yaml,
+        |c| keyvault_emulator::EmulatorConfig {
+            nmi_listen: "127.0.0.1:2579".parse().unwrap(),
+            token_proxy: Some(keyvault_emulator::TokenProxySettings::new(&proxy_sni)),
+            ..c
+        },
+        |_| {},
+    )
+    .await;
+    let proxy_url = env.emu.token_proxy_url().unwrap();
+    let flags = [
+        format!("--token-proxy-url={proxy_url}"),
+        format!("--sni-name={sni}"),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (theirs_child, theirs_sock) = spawn(&upstream, &env, "upstream", &flags);
+    let (ours_child, ours_sock) = spawn(&ours_bin, &env, "ours", &flags);
+
+    let token = cp
+        .token_request("default", "workload", "api://AKSIdentityBinding", 3600)
+        .await
+        .unwrap();
+    let tokens = serde_json::json!({
+        "api://AKSIdentityBinding": { "token": token, "expirationTimestamp": "2099-01-01T00:00:00Z" },
+    })
+    .to_string();
+    let objs = objects(&[
+        "objectName: secret1\nobjectType: secret",
+        "objectName: rsa1\nobjectType: key",
+        "objectName: ec1\nobjectType: key",
+        "objectName: cert1\nobjectType: cert",
+        "objectName: cert1\nobjectAlias: cert1-secret\nobjectType: secret",
+        "objectName: cert-pem\nobjectType: secret\nfilePermission: \"0600\"",
+    ]);
+    let attrs = env.attrs(&[
+        ("useAzureTokenProxy", "true"),
+        ("clientID", WI),
+        ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
+        ("objects", &objs),
+    ]);
+    let admin = env.emu.admin();
+    let exchanges = || async {
+        admin
+            .request_count(keyvault_emulator::CounterFilter::operation("TokenProxy").status(200))
+            .await
+            .unwrap()
+    };
+    let theirs = connect(&theirs_sock)
+        .await
+        .mount(mount_request(attrs.clone(), None, env.dir.path()))
+        .await;
+    let after_theirs = exchanges().await;
+    let ours = connect(&ours_sock)
+        .await
+        .mount(mount_request(attrs, None, env.dir.path()))
+        .await;
+    let after_ours = exchanges().await;
+    // Both keep the Entra authority as the Host of what they send to the proxy.
+    let hosts = env.emu.token_proxy_hosts();
+    let authority = format!("127.0.0.1:{}", env.emu.https_addr().port());
+    assert!(hosts.len() >= 2, "{hosts:?}");
+    assert!(
+        hosts.iter().all(|h| *h == authority),
+        "{hosts:?} vs {authority}"
+    );
+    let theirs = theirs
+        .unwrap_or_else(|e| panic!("upstream: {}", e.message()))
+        .into_inner();
+    let ours = ours
+        .unwrap_or_else(|e| panic!("ours: {}", e.message()))
+        .into_inner();
+    assert_eq!(theirs.files.len(), 6);
+    assert_eq!(files(&theirs), files(&ours));
+    let ids = |r: &provider_proto::v1alpha1::MountResponse| {
+        r.object_version
+            .iter()
+            .map(|v| (v.id.clone(), v.version.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&theirs), ids(&ours));
+    // Each got its token from the proxy; nobody went to Entra directly.
+    assert!(after_theirs >= 1, "upstream's exchange at the proxy");
+    assert!(after_ours > after_theirs, "our exchange at the proxy");
+    assert_eq!(
+        admin
+            .request_count(keyvault_emulator::CounterFilter::operation("Token"))
+            .await
+            .unwrap(),
+        0
+    );
+    // Upstream's MSAL also reads the OpenID configuration through the proxy (we do not need it).
+    assert!(
+        admin
+            .request_count(keyvault_emulator::CounterFilter::operation(
+                "TokenProxyOpenIdConfiguration"
+            ))
+            .await
+            .unwrap()
+            >= 1
+    );
+
+    // The mode's parameter refusals, word for word.
+    let ok = objects(&["objectName: secret1\nobjectType: secret"]);
+    let wi_only = serde_json::json!({
+        "api://AzureADTokenExchange": { "token": "x", "expirationTimestamp": "2099-01-01T00:00:00Z" },
+    })
+    .to_string();
+    let base = |extra: &[(&str, &str)]| {
+        let mut p = vec![
+            ("keyvaultName", "kv1"),
+            ("tenantId", "t"),
+            ("objects", ok.as_str()),
+        ];
+        p.extend_from_slice(extra);
+        driver_attributes(&p)
+    };
+    let cases = [
+        base(&[("useAzureTokenProxy", "yes")]),
+        base(&[
+            ("useAzureTokenProxy", "true"),
+            ("useVMManagedIdentity", "true"),
+        ]),
+        base(&[
+            ("useAzureTokenProxy", "true"),
+            ("csi.storage.k8s.io/serviceAccount.tokens", &wi_only),
+        ]),
+        base(&[("useAzureTokenProxy", "true"), ("clientID", WI)]),
+        base(&[
+            ("useAzureTokenProxy", "true"),
+            ("clientID", WI),
+            ("csi.storage.k8s.io/serviceAccount.tokens", &wi_only),
+        ]),
+    ];
+    for attrs in cases {
+        let t = connect(&theirs_sock)
+            .await
+            .mount(mount_request(attrs.clone(), None, env.dir.path()))
+            .await
+            .unwrap_err();
+        let o = connect(&ours_sock)
+            .await
+            .mount(mount_request(attrs.clone(), None, env.dir.path()))
+            .await
+            .unwrap_err();
+        assert_eq!(o.message(), t.message(), "attributes: {attrs}");
+    }
+    stop(theirs_child);
+    stop(ours_child);
+
+    // Without --sni-name (and without the service-account CA file, outside a pod) the SNI name
+    // cannot be computed: the same text from both.
+    if !std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt").exists() {
+        let flags = [format!("--token-proxy-url={proxy_url}")];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (theirs_child, theirs_sock) = spawn(&upstream, &env, "upstream-nosni", &flags);
+        let (ours_child, ours_sock) = spawn(&ours_bin, &env, "ours-nosni", &flags);
+        let attrs = env.attrs(&[
+            ("useAzureTokenProxy", "true"),
+            ("clientID", WI),
+            ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
+            ("objects", &ok),
+        ]);
+        let t = connect(&theirs_sock)
+            .await
+            .mount(mount_request(attrs.clone(), None, env.dir.path()))
+            .await
+            .unwrap_err();
+        let o = connect(&ours_sock)
+            .await
+            .mount(mount_request(attrs, None, env.dir.path()))
+            .await
+            .unwrap_err();
+        stop(theirs_child);
+        stop(ours_child);
+        assert_eq!(o.message(), t.message());
+        assert!(
+            o.message()
+                .contains("proxy transport not available: compute SNI name"),
+            "{}",
+            o.message()
+        );
+    }
 }

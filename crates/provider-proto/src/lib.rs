@@ -14,3 +14,10 @@ mod redact;
 
 /// The API version both sides put in `VersionRequest.version` / `VersionResponse.version`.
 pub const API_VERSION: &str = "v1alpha1";
+
+/// `ObjectVersion.version` of an object the provider left out because the class marks it optional
+/// and the store does not have it (missing or disabled; issue 16). No file carries it; the entry
+/// tells the driver, which warns on the pod once. No store's version id looks like this (Key
+/// Vault's are 32 hex digits), and a driver that does not know it merely records it in the pod
+/// status, so upstream's driver keeps working.
+pub const ABSENT_OBJECT_VERSION: &str = "secrets-store.csi.k8s.io/absent";

@@ -7,9 +7,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 
-use crate::{v1, v1alpha1};
+use crate::{secretsync, v1, v1alpha1};
 
-/// The file name (under `deploy/crds/`) and the CRD, for both resources.
+/// The file name (under `deploy/crds/`) and the CRD, for every resource.
 pub fn all() -> anyhow::Result<Vec<(&'static str, CustomResourceDefinition)>> {
     Ok(vec![
         (
@@ -31,6 +31,10 @@ pub fn all() -> anyhow::Result<Vec<(&'static str, CustomResourceDefinition)>> {
                 ],
                 "v1",
             )?),
+        ),
+        (
+            "secret-sync.x-k8s.io_secretsyncs.yaml",
+            shape_secret_sync(secretsync::SecretSync::crd()),
         ),
     ])
 }
@@ -57,6 +61,43 @@ fn shape(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     crd
 }
 
+/// The SecretSync CRD keeps its status subresource (upstream has one); the top-level
+/// `required`, `title` and `nullable` status go, and, as in upstream's controller-gen output, the
+/// list kind and the `apiVersion`, `kind` and `metadata` properties are spelled out.
+fn shape_secret_sync(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            drop_required(schema);
+            let props = schema.properties.get_or_insert_with(Default::default);
+            for (name, ty, description) in [
+                (
+                    "apiVersion",
+                    "string",
+                    "The versioned schema of this representation of an object.",
+                ),
+                (
+                    "kind",
+                    "string",
+                    "The REST resource this object represents, in CamelCase.",
+                ),
+                ("metadata", "object", ""),
+            ] {
+                props.entry(name.to_string()).or_insert(JSONSchemaProps {
+                    type_: Some(ty.to_string()),
+                    description: (!description.is_empty()).then(|| description.to_string()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    crd
+}
+
 /// Drops what upstream's schema does not have: the `required` list, the `title`, and the
 /// `nullable` schemars adds to the optional `status`.
 fn drop_required(schema: &mut JSONSchemaProps) {
@@ -74,6 +115,9 @@ mod tests {
     #[test]
     fn both_crds_have_v1_storage_and_deprecated_v1alpha1() -> anyhow::Result<()> {
         for (_, crd) in all()? {
+            if crd.spec.group == secretsync::GROUP {
+                continue;
+            }
             assert_eq!(crd.spec.group, crate::GROUP);
             assert_eq!(crd.spec.scope, "Namespaced");
             let names: Vec<_> = crd
@@ -95,6 +139,43 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Descriptions removed, the SecretSync CRD is upstream's
+    /// (config/crd/bases/secret-sync.x-k8s.io_secretsyncs.yaml, controller-gen output, kept as
+    /// JSON without descriptions in tests/fixtures).
+    #[test]
+    fn secret_sync_schema_is_upstreams() -> anyhow::Result<()> {
+        // Descriptions go; numbers compare as numbers (`minimum` is a float in the Rust type).
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.remove("description");
+                    m.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                serde_json::Value::Number(n) => {
+                    if let Some(f) = n.as_f64() {
+                        *v = serde_json::json!(f);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (_, crd) = all()?
+            .into_iter()
+            .find(|(n, _)| n.starts_with("secret-sync"))
+            .ok_or_else(|| anyhow::anyhow!("no SecretSync CRD"))?;
+        let mut ours = serde_json::to_value(&crd)?;
+        strip(&mut ours);
+        let mut want: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/upstream-secretsyncs.json"))?;
+        strip(&mut want);
+        assert_eq!(
+            serde_json::to_string_pretty(&ours)?,
+            serde_json::to_string_pretty(&want)?
+        );
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The custom resources of the Secrets Store CSI Driver, group `secrets-store.csi.x-k8s.io`:
 //!
 //! - [`v1::SecretProviderClass`] (storage version) and the deprecated [`v1alpha1::SecretProviderClass`];
-//! - [`v1::SecretProviderClassPodStatus`] and [`v1alpha1::SecretProviderClassPodStatus`].
+//! - [`v1::SecretProviderClassPodStatus`] and [`v1alpha1::SecretProviderClassPodStatus`];
+//! - [`secretsync::SecretSync`] (`secret-sync.x-k8s.io/v1alpha1`, the sync controller's API).
 //!
 //! Field names, JSON tags and schema shape follow the upstream CRDs so existing objects and
 //! manifests keep working: every field is optional (Go `omitempty`), there is no status
@@ -9,6 +10,7 @@
 //! `CustomResourceDefinition`s that `crdgen` writes to `deploy/crds/`.
 
 pub mod crds;
+pub mod secretsync;
 pub mod v1;
 pub mod v1alpha1;
 

@@ -26,6 +26,9 @@ pub enum Behaviour {
     Oversized(usize),
     /// The inner answer, after a pause (a provider still working when something else fails).
     Delayed(Duration, Box<Behaviour>),
+    /// The inner answer, marked as last-known-good this many seconds old (the Azure provider's
+    /// `x-secrets-store-stale-seconds` response header).
+    Stale(u64, Box<Behaviour>),
 }
 
 /// One Mount as the provider saw it.
@@ -101,9 +104,14 @@ impl CsiDriverProvider for FakeState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut stale = None;
         let b = match b.unwrap_or(Behaviour::NoVersions) {
             Behaviour::Delayed(pause, inner) => {
                 tokio::time::sleep(pause).await;
+                *inner
+            }
+            Behaviour::Stale(age, inner) => {
+                stale = Some(age);
                 *inner
             }
             other => other,
@@ -140,8 +148,10 @@ impl CsiDriverProvider for FakeState {
                 }],
                 ..Default::default()
             },
-            Behaviour::Delayed(..) => {
-                return Err(tonic::Status::internal("fake provider: nested Delayed"));
+            Behaviour::Delayed(..) | Behaviour::Stale(..) => {
+                return Err(tonic::Status::internal(
+                    "fake provider: nested Delayed or Stale",
+                ));
             }
             Behaviour::Oversized(n) => MountResponse {
                 files: vec![File {
@@ -156,7 +166,14 @@ impl CsiDriverProvider for FakeState {
                 error: None,
             },
         };
-        Ok(tonic::Response::new(resp))
+        let mut resp = tonic::Response::new(resp);
+        if let Some(age) = stale {
+            resp.metadata_mut().insert(
+                "x-secrets-store-stale-seconds",
+                tonic::metadata::MetadataValue::from(age),
+            );
+        }
+        Ok(resp)
     }
 }
 

@@ -34,7 +34,8 @@ impl HostsOverride {
     }
 
     /// A command that runs `cmd` (program, arguments, environment and working directory) inside a
-    /// new mount namespace whose `/etc/hosts` is this file.
+    /// new mount namespace whose `/etc/hosts` is this file. The process is killed when the thread
+    /// that spawns it ends.
     pub fn wrap(&self, cmd: &Command) -> Command {
         let mut wrapped = Command::new("unshare");
         wrapped
@@ -57,6 +58,9 @@ impl HostsOverride {
         if let Some(dir) = cmd.get_current_dir() {
             wrapped.current_dir(dir);
         }
+        // Whatever the caller does with the child, it does not outlive the test that started it
+        // (a panicking test used to leave a provider running).
+        crate::process::die_with_parent(&mut wrapped);
         wrapped
     }
 }
@@ -95,5 +99,49 @@ mod tests {
             .output()
             .unwrap();
         assert!(!outside.status.success());
+    }
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn euid() -> u32 {
+        std::fs::metadata("/proc/self").map_or(u32::MAX, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        })
+    }
+
+    /// A wrapped child does not outlive the thread that started it (needs root for the mount
+    /// namespace; not run otherwise).
+    #[test]
+    fn a_wrapped_child_dies_with_the_thread_that_started_it() {
+        if euid() != 0 {
+            assert!(!crate::in_ci(), "CI runs as root");
+            return;
+        }
+        let hosts =
+            super::HostsOverride::new(&[("example.test", "127.0.0.1".parse().unwrap())]).unwrap();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let wrapped = hosts.wrap(&sleep);
+        let mut child = std::thread::spawn(move || {
+            let mut wrapped = wrapped;
+            wrapped.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the child outlived its thread");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(9), "{status:?}");
     }
 }

@@ -96,8 +96,11 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
+/// The child is killed (SIGKILL) when the thread that started it ends, so a test that panics
+/// before stopping what it started leaves nothing running. Kept across `exec`, so it holds for
+/// the program a wrapper (`unshare … exec`) ends up running.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
     // async-signal-safe; it allocates nothing and touches no locks.

@@ -138,9 +138,19 @@ impl csi::node_server::Node for NodeService {
         _request: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         // Upstream advertises STAGE_UNSTAGE_VOLUME although staging is a no-op and kubelet
-        // never stages inline ephemeral volumes; we advertise nothing (the RPCs still answer).
+        // never stages inline ephemeral volumes; we do not (the RPCs still answer). We advertise
+        // VOLUME_MOUNT_GROUP: kubelet then hands the pod's `fsGroup` to NodePublishVolume as
+        // `volume_mount_group` (whatever the CSIDriver's fsGroupPolicy) and the files are
+        // written group-owned by it (issue 16).
+        let rpc = |t: csi::node_service_capability::rpc::Type| csi::NodeServiceCapability {
+            r#type: Some(csi::node_service_capability::Type::Rpc(
+                csi::node_service_capability::Rpc { r#type: t.into() },
+            )),
+        };
         Ok(Response::new(csi::NodeGetCapabilitiesResponse {
-            capabilities: vec![],
+            capabilities: vec![rpc(
+                csi::node_service_capability::rpc::Type::VolumeMountGroup,
+            )],
         }))
     }
 

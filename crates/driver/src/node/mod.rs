@@ -14,6 +14,7 @@ use crate::error::PublishError;
 use crate::events::{PodEvents, reason};
 use crate::metrics::Metrics;
 use crate::mounter::Mounter;
+use crate::notify::OnChange;
 use crate::provider::{MountCall, ProviderClient};
 use crate::volume_context::{self, VolumeContext};
 use crate::{pod_status, secret_sync, writer};
@@ -81,6 +82,10 @@ struct Inner {
     /// provider call less the max age that call asked for (rotation gate). Entries go on
     /// unpublish and when a first mount fails.
     refreshed: Mutex<HashMap<PathBuf, Instant>>,
+    /// Per volume of an `on-change: rollout-restart` class: the object digest its workload is
+    /// known to be in step with (recorded on, or restarted for, the owner). Entries go with
+    /// the `refreshed` ones.
+    restart_digests: Mutex<HashMap<PathBuf, String>>,
 }
 
 impl NodeService {
@@ -102,6 +107,7 @@ impl NodeService {
                 metrics,
                 locks: Mutex::default(),
                 refreshed: Mutex::default(),
+                restart_digests: Mutex::default(),
             }),
         }
     }
@@ -186,6 +192,8 @@ impl NodeService {
                 "Volume attributes missing in request".into(),
             ));
         }
+        // Validated here so a bad value fails before anything is mounted.
+        volume_mount_group(&req)?;
         let vc = VolumeContext::parse(&req.volume_context, &req.secrets)?;
         // One span per publish: every line below carries the pod, namespace and class.
         let span = tracing::info_span!(
@@ -293,10 +301,11 @@ impl NodeService {
         }
 
         let asked = Instant::now();
-        match self
+        let result = self
             .refresh(req, vc, target, timeout, mounted, max_age, provider_out)
-            .await
-        {
+            .await;
+        self.inner.metrics.volume_refreshed(result.is_ok());
+        match result {
             Ok(changed) => {
                 let as_of = max_age.map_or(asked, |m| asked.checked_sub(m).unwrap_or(asked));
                 self.mark_refreshed(target, as_of);
@@ -387,6 +396,15 @@ impl NodeService {
             current_object_versions: Vec::new(),
             timeout,
         };
+        let on_change =
+            OnChange::from_annotations(class.metadata.annotations.as_ref()).map_err(|reason| {
+                PublishError::ClassInvalid {
+                    namespace: vc.pod_namespace.clone(),
+                    name: vc.secret_provider_class.clone(),
+                    reason,
+                    source: None,
+                }
+            })?;
         if !mounted {
             let mounter = self.inner.mounter.clone();
             let t = target.to_path_buf();
@@ -397,27 +415,55 @@ impl NodeService {
                     source,
                 })?;
         }
-        self.fetch_and_record(vc, &class, call, target).await
+        let group = volume_mount_group(req)?;
+        let changed = self
+            .fetch_and_record(vc, &class, call, target, group, on_change, mounted)
+            .await?;
+        Ok(changed)
     }
 
-    /// Provider call, file write, pod status and Secret sync. Returns whether files changed.
+    /// Provider call, file write, pod status, Secret sync and the rollout restart. Returns
+    /// whether files changed.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_and_record(
         &self,
         vc: &VolumeContext,
         class: &secrets_store_api::v1::SecretProviderClass,
         call: MountCall,
         target: &Path,
+        group: Option<u32>,
+        on_change: OnChange,
+        mounted: bool,
     ) -> Result<bool, PublishError> {
         let provider = call.provider.clone();
         let out = self.inner.provider.mount(call).await?;
+        if let Some(age) = out.stale_for {
+            tracing::warn!(provider = %provider, age_secs = age.as_secs(), "the provider served last-known-good contents (maxStaleness): Key Vault or Entra ID is unreachable");
+            if let Some(k) = &self.inner.kube {
+                k.events
+                    .warn(
+                        vc,
+                        reason::SERVED_STALE,
+                        "Mount",
+                        format!(
+                            "provider {provider} could not reach Key Vault or Entra ID and served this node's last good contents for the same identity and objects, fetched {}s ago (maxStaleness of SecretProviderClass {})",
+                            age.as_secs(),
+                            vc.secret_provider_class
+                        ),
+                    )
+                    .await;
+            }
+        }
         let files = Arc::new(out.files);
         let (t, f) = (target.to_path_buf(), files.clone());
-        let changed = blocking(move || writer::write_payload(&t, &f))
-            .await?
-            .map_err(|source| PublishError::FileWrite {
-                path: target.display().to_string(),
-                source,
-            })?;
+        let notice = (on_change == OnChange::File).then(|| out.object_versions.clone());
+        let changed =
+            blocking(move || writer::write_payload_with(&t, &f, group, notice.as_deref()))
+                .await?
+                .map_err(|source| PublishError::FileWrite {
+                    path: target.display().to_string(),
+                    source,
+                })?;
         tracing::info!(
             provider = %provider, objects = out.object_versions.len(), changed, "volume contents written"
         );
@@ -426,7 +472,7 @@ impl NodeService {
             return Ok(changed);
         };
         let target_str = target.display().to_string();
-        let (status, _) = pod_status::record(
+        let (status, _, previous) = pod_status::record(
             &kube.client,
             &self.inner.config.node_id,
             vc,
@@ -443,6 +489,26 @@ impl NodeService {
             ),
             source: e,
         })?;
+
+        for id in pod_status::newly_absent(&previous, &out.object_versions) {
+            tracing::warn!(object = %id, "optional object absent from the store; its file is left out");
+            kube.events
+                .warn(
+                    vc,
+                    reason::OPTIONAL_OBJECT_ABSENT,
+                    "Mount",
+                    format!(
+                        "optional object {id} of SecretProviderClass {} is not in the store (missing or disabled): its file is left out until it appears (a later rotation writes it)",
+                        vc.secret_provider_class
+                    ),
+                )
+                .await;
+        }
+
+        if on_change == OnChange::RolloutRestart {
+            self.rollout_restart(kube, vc, target, &out.object_versions, mounted, changed)
+                .await;
+        }
 
         if !class.spec.secret_objects.is_empty() {
             let mounted: BTreeMap<String, SecretBytes> = if files.is_empty() {
@@ -490,6 +556,94 @@ impl NodeService {
         Ok(changed)
     }
 
+    /// `on-change: rollout-restart`: brings the pod's owner in step with the volume's object
+    /// versions (`crate::restart`). Never fails the publish: a failure is a Warning Event on
+    /// the pod and is retried at the next refresh.
+    async fn rollout_restart(
+        &self,
+        kube: &KubeSinks,
+        vc: &VolumeContext,
+        target: &Path,
+        versions: &[(String, String)],
+        mounted: bool,
+        changed: bool,
+    ) {
+        let Some(min_interval) = self.inner.config.restart_owners else {
+            if !mounted {
+                kube.events
+                    .warn(
+                        vc,
+                        reason::ROLLOUT_RESTART_FAILED,
+                        "RolloutRestart",
+                        format!(
+                            "SecretProviderClass {} asks for {}=rollout-restart, but the driver runs without --rotation-restart-owners (chart value rotation.restartOwners): the workload will not be restarted on rotation",
+                            vc.secret_provider_class,
+                            crate::notify::ON_CHANGE_ANNOTATION
+                        ),
+                    )
+                    .await;
+            }
+            return;
+        };
+        let digest = crate::restart::digest(versions);
+        let known = self
+            .inner
+            .restart_digests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(target)
+            .cloned();
+        if known.as_deref() == Some(digest.as_str()) {
+            return;
+        }
+        let change = crate::restart::Change {
+            namespace: &vc.pod_namespace,
+            pod: &vc.pod_name,
+            class: &vc.secret_provider_class,
+            node: &self.inner.config.node_id,
+            digest: &digest,
+            objects: versions.iter().map(|(id, _)| id.as_str()).collect(),
+            rotated: known.is_some() || (mounted && changed),
+        };
+        let outcome =
+            crate::restart::reconcile(&kube.client, kube.events.recorder(), &change, min_interval)
+                .await;
+        use crate::restart::Outcome;
+        let result = match &outcome {
+            Ok(Outcome::Restarted { kind, name }) => {
+                tracing::info!(owner_kind = %kind, owner = %name, "rotation restarted the pod's owner");
+                "restarted"
+            }
+            Ok(Outcome::AlreadyApplied) => "already_applied",
+            Ok(Outcome::Recorded) => "recorded",
+            Ok(Outcome::NotRecorded) => "not_recorded",
+            Ok(Outcome::NoOwner) => "no_owner",
+            Ok(Outcome::RateLimited { wait }) => {
+                tracing::info!(
+                    wait_secs = wait.as_secs(),
+                    "owner restarted recently; the restart waits for a later refresh"
+                );
+                "rate_limited"
+            }
+            Err(e) => {
+                let msg = daemon::error::render(e);
+                tracing::warn!(error = %msg, "rollout restart failed");
+                kube.events
+                    .warn(vc, reason::ROLLOUT_RESTART_FAILED, "RolloutRestart", msg)
+                    .await;
+                "error"
+            }
+        };
+        self.inner.metrics.rollout_restart(result);
+        if matches!(outcome, Ok(o) if !matches!(o, Outcome::RateLimited { .. })) {
+            self.inner
+                .restart_digests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(target.to_path_buf(), digest);
+        }
+    }
+
     /// Whether the contents of `target` are younger than `interval` (no refresh due). After a
     /// driver restart the target's mtime, less `max_age`, stands for their age.
     async fn refreshed_within(
@@ -533,6 +687,11 @@ impl NodeService {
     fn forget_refreshed(&self, target: &Path) {
         self.inner
             .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target);
+        self.inner
+            .restart_digests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(target);
@@ -599,4 +758,26 @@ pub(crate) fn fs_probe<T>(f: impl FnOnce() -> T) -> T {
         .unwrap_or_else(PoisonError::into_inner)
         .push(std::thread::current().id());
     f()
+}
+
+/// The pod's `fsGroup` as kubelet passes it (`volume_capability.mount.volume_mount_group`, sent
+/// because the node advertises VOLUME_MOUNT_GROUP): the files are written group-owned by it.
+/// Empty: no fsGroup. Anything but a decimal group ID is refused.
+fn volume_mount_group(req: &csi::NodePublishVolumeRequest) -> Result<Option<u32>, PublishError> {
+    let group = match req
+        .volume_capability
+        .as_ref()
+        .and_then(|c| c.access_type.as_ref())
+    {
+        Some(csi::volume_capability::AccessType::Mount(m)) => m.volume_mount_group.as_str(),
+        _ => "",
+    };
+    if group.is_empty() {
+        return Ok(None);
+    }
+    group.parse::<u32>().map(Some).map_err(|_| {
+        PublishError::InvalidArgument(format!(
+            "volume_capability.mount.volume_mount_group {group:?} is not a group ID: kubelet sends the pod's securityContext.fsGroup, a number"
+        ))
+    })
 }

@@ -57,6 +57,7 @@ impl ProviderClient for FakeProvider {
                 contents: SecretBytes::new(b"value".to_vec()),
             }],
             object_versions: vec![("secret/foo".into(), "v1".into())],
+            stale_for: None,
         })
     }
 }

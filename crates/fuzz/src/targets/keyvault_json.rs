@@ -67,6 +67,9 @@ fn secret(settings: u8, body: &[u8]) {
             ObjectEncoding::Hex,
         ][usize::from(settings >> 1) % 3],
         file_permission: None,
+        selector: None,
+        optional: false,
+        jmes_path: Vec::new(),
     };
     let opts = RenderOptions {
         construct_pem_chain: settings & 8 == 0,

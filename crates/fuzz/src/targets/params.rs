@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use provider_azure::params::{
-    IdentityMode, MountParams, ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType,
-    SA_TOKENS_ATTRIBUTE, WORKLOAD_IDENTITY_AUDIENCE,
+    IDENTITY_BINDING_AUDIENCE, IdentityMode, MountParams, ObjectEncoding, ObjectFormat, ObjectSpec,
+    ObjectType, SA_TOKENS_ATTRIBUTE, WORKLOAD_IDENTITY_AUDIENCE,
 };
 
 use crate::input::{Gen, split, yaml_quote};
@@ -117,17 +117,27 @@ fn check_ok(p: &MountParams) {
         p.keyvault_name
     );
     for o in &p.objects {
-        let f = o.file_name();
-        assert!(!o.name.is_empty(), "empty objectName accepted");
         assert!(
-            !f.is_empty()
-                && !f.starts_with('/')
-                && !f.starts_with('\\')
-                && !f.contains("..")
-                && !f.contains('\0')
-                && f.split('/').all(|seg| !seg.is_empty() && seg != "."),
-            "unsafe file name accepted: {f:?}"
+            !o.name.is_empty() || o.selector.is_some(),
+            "empty objectName accepted"
         );
+        for f in o.known_paths() {
+            assert!(
+                !f.is_empty()
+                    && !f.starts_with('/')
+                    && !f.starts_with('\\')
+                    && !f.contains("..")
+                    && !f.contains('\0')
+                    && f.split('/').all(|seg| !seg.is_empty() && seg != "."),
+                "unsafe file name accepted: {f:?}"
+            );
+        }
+        if o.selector.is_some() {
+            assert!(
+                o.version.is_empty() && o.version_history <= 1 && o.jmes_path.is_empty(),
+                "a selection with a version, history or jmesPath accepted: {o:?}"
+            );
+        }
         assert!(o.version_history <= 1000, "{o:?}");
         assert!(o.file_permission.is_none_or(|m| m <= 0o777), "{o:?}");
         assert!(
@@ -139,13 +149,18 @@ fn check_ok(p: &MountParams) {
             "objectEncoding for a non-secret: {o:?}"
         );
     }
-    for (i, a) in p.objects.iter().enumerate() {
-        for b in &p.objects[..i] {
-            let (fa, fb) = (a.file_name(), b.file_name());
+    let paths: Vec<&str> = p
+        .objects
+        .iter()
+        .flat_map(|o| o.known_paths())
+        .chain(p.templates.iter().map(|t| t.path.as_str()))
+        .collect();
+    for (i, fa) in paths.iter().enumerate() {
+        for fb in &paths[..i] {
             let nested = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|r| r.starts_with('/'));
             assert!(
                 fa != fb && !nested(fa, fb) && !nested(fb, fa),
-                "two objects on one path accepted: {fa:?} and {fb:?}"
+                "two files on one path accepted: {fa:?} and {fb:?}"
             );
         }
     }
@@ -157,6 +172,10 @@ fn check_ok(p: &MountParams) {
         IdentityMode::WorkloadIdentity {
             client_id,
             assertion,
+        }
+        | IdentityMode::IdentityBinding {
+            client_id,
+            assertion,
         } => assert!(!client_id.is_empty() && !assertion.expose().is_empty()),
         IdentityMode::VmManagedIdentity { .. } | IdentityMode::PodIdentity => {}
     }
@@ -166,11 +185,35 @@ fn check_ok(p: &MountParams) {
 pub fn render_objects(specs: &[ObjectSpec]) -> String {
     let mut out = String::from("array:\n");
     for s in specs {
-        let mut item = format!(
-            "objectName: {}\nobjectType: {}\n",
-            yaml_quote(&s.name),
-            s.object_type.as_str()
-        );
+        let mut item = String::new();
+        if !s.name.is_empty() {
+            item += &format!("objectName: {}\n", yaml_quote(&s.name));
+        }
+        item += &format!("objectType: {}\n", s.object_type.as_str());
+        if let Some(sel) = &s.selector {
+            if !sel.prefix.is_empty() {
+                item += &format!("objectNamePrefix: {}\n", yaml_quote(&sel.prefix));
+            }
+            if !sel.tags.is_empty() {
+                item += "objectTags:\n";
+                for (k, v) in &sel.tags {
+                    item += &format!("  {}: {}\n", yaml_quote(k), yaml_quote(v));
+                }
+            }
+        }
+        if s.optional {
+            item += "optional: \"true\"\n";
+        }
+        if !s.jmes_path.is_empty() {
+            item += "jmesPath:\n";
+            for j in &s.jmes_path {
+                item += &format!(
+                    "  - path: {}\n    objectAlias: {}\n",
+                    yaml_quote(&j.path),
+                    yaml_quote(&j.alias)
+                );
+            }
+        }
         if !s.alias.is_empty() {
             item += &format!("objectAlias: {}\n", yaml_quote(&s.alias));
         }
@@ -261,6 +304,17 @@ pub fn structured(g: &mut Gen<'_>) -> (String, String) {
         ("clientID", &["", "11111111-1111-1111-1111-111111111111"]),
         ("secretProviderClass", &["kv", ""]),
         ("csi.storage.k8s.io/secretProviderClass", &["kv"]),
+        (
+            "templates",
+            &[
+                "- path: app.env\n  template: 'U={{ files.foo }}'\n",
+                "- path: foo\n  template: x\n",
+                "- path: a\n  template: '{{ unclosed'\n",
+                "- path: ../a\n  template: x\n",
+                "path: a",
+                "",
+            ],
+        ),
     ];
     for (k, plausible) in params {
         let likely = matches!(
@@ -285,7 +339,7 @@ pub fn structured(g: &mut Gen<'_>) -> (String, String) {
 }
 
 fn tokens_json(g: &mut Gen<'_>) -> String {
-    let aud = WORKLOAD_IDENTITY_AUDIENCE;
+    let aud = g.pick(&[WORKLOAD_IDENTITY_AUDIENCE, IDENTITY_BINDING_AUDIENCE]);
     match g.byte() % 8 {
         7 => format!(r#"{{"{aud}":{{"token":""}}}}"#),
         1 => format!(r#"{{"other":{{"token":"{CANARY_TOKEN}"}}}}"#),
@@ -341,6 +395,24 @@ fn object_fields(g: &mut Gen<'_>) -> Vec<(String, String)> {
             "objectName",
             &[
                 "foo", "secret1", "dir/file", "../x", "/abs", "a//b", ".", "a/./b", "x\\y", "foo",
+                "*",
+            ],
+        ),
+        ("objectNamePrefix", &["app-", "A", "a_b", ""]),
+        (
+            "objectTags",
+            &["{env: prod}", "{a: 1, b: true}", "{}", "{'': x}", "[a]"],
+        ),
+        ("optional", &["true", "false", "maybe", "1", ""]),
+        (
+            "jmesPath",
+            &[
+                "[{path: a, objectAlias: b}]",
+                "[{path: 'a.[', objectAlias: b}]",
+                "[{path: a}]",
+                "[{path: a, objectAlias: foo}]",
+                "[{path: '((((((((((((((((((a))))))))))))))))))', objectAlias: c}]",
+                "x",
             ],
         ),
         ("objectAlias", &["", "alias", "foo", "dir/file", "foo/bar"]),

@@ -114,9 +114,9 @@ pub(super) async fn handle(
     };
     // Every request is a round trip, the unauthenticated challenge probe included.
     fault::delay(&shared.telemetry, op, &vault_name).await;
-    let (tenant, access) = match shared.store.read().ok().and_then(|s| {
+    let (tenant, access, permissions) = match shared.store.read().ok().and_then(|s| {
         s.vault(&vault_name)
-            .map(|v| (v.tenant.clone(), v.access.clone()))
+            .map(|v| (v.tenant.clone(), v.access.clone(), v.permissions.clone()))
     }) {
         Some(x) => x,
         None => {
@@ -178,9 +178,14 @@ pub(super) async fn handle(
             claims.tid
         )));
     }
-    let allowed = access.iter().any(|a| {
-        a == "*" || a.eq_ignore_ascii_case(&claims.appid) || a.eq_ignore_ascii_case(&claims.oid)
-    });
+    let permitted = [&claims.appid, &claims.oid]
+        .iter()
+        .find_map(|id| permissions.get(&id.to_ascii_lowercase()))
+        .is_none_or(|allowed| allowed.iter().any(|p| p == permission_name(op)));
+    let allowed = permitted
+        && access.iter().any(|a| {
+            a == "*" || a.eq_ignore_ascii_case(&claims.appid) || a.eq_ignore_ascii_case(&claims.oid)
+        });
     if !allowed {
         shared.telemetry.count(op, &vault_name, 403);
         let e = KvError::new(

@@ -55,10 +55,75 @@ pub(super) async fn handle(
             return Ok(r);
         }
     }
-    Ok(route(shared, req, &path, &segs).await)
+    Ok(route(shared, req, &path, &segs, false).await)
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str]) -> Resp {
+/// The AKS token proxy (identity binding): below its path prefix, an Entra ID path. It serves
+/// the OpenID configuration and the token endpoint (what azidentity's proxy transport sends
+/// through it); the token endpoint exchanges only identity-binding assertions. Counted and
+/// faulted as `TokenProxyOpenIdConfiguration` / `TokenProxy`.
+pub(super) async fn handle_proxy(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
+    let full = req.uri().path().to_string();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    {
+        let mut hosts = crate::lock(&shared.token_proxy_hosts);
+        if hosts.len() == super::PROXY_HOSTS_KEPT {
+            hosts.pop_front();
+        }
+        hosts.push_back(authority);
+    }
+    let prefix = shared.token_proxy_path.trim_end_matches('/');
+    let rest = full
+        .strip_prefix(prefix)
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or("")
+        .to_string();
+    let segs = path_segments(&rest);
+    let op = match operation(req.method().as_str(), &segs) {
+        Some("Token") => "TokenProxy",
+        Some("OpenIdConfiguration") => "TokenProxyOpenIdConfiguration",
+        _ => {
+            shared.telemetry.count("TokenProxyUnknown", "", 404);
+            return Ok(json_response(
+                404,
+                &json!({ "error": { "code": "NotFound", "message": format!("The token proxy has no route for {} {full}.", req.method()) } }),
+            ));
+        }
+    };
+    fault::delay(&shared.telemetry, op, "").await;
+    if let Some(r) = fault::apply(&shared.telemetry, op, "", fault_response)? {
+        return Ok(r);
+    }
+    Ok(route(shared, req, &rest, &segs, true).await)
+}
+
+async fn route(
+    shared: &Shared,
+    req: Request<Incoming>,
+    path: &str,
+    segs: &[&str],
+    via_proxy: bool,
+) -> Resp {
+    let count = |op: &'static str, status: u16| {
+        let op = match (via_proxy, op) {
+            (true, "OpenIdConfiguration") => "TokenProxyOpenIdConfiguration",
+            (_, op) => op,
+        };
+        shared.telemetry.count(op, "", status);
+    };
     let query = query_map(&req);
     let method = req.method().clone();
     match (method.as_str(), segs) {
@@ -90,7 +155,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str
                 .any(|t| t.eq_ignore_ascii_case(tenant))
                 && !matches!(*tenant, "common" | "organizations")
             {
-                shared.telemetry.count("OpenIdConfiguration", "", 400);
+                count("OpenIdConfiguration", 400);
                 let e = EntraError::new(
                     400,
                     "invalid_tenant",
@@ -101,7 +166,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str
                 );
                 return json_response(e.status, &e.body());
             }
-            shared.telemetry.count("OpenIdConfiguration", "", 200);
+            count("OpenIdConfiguration", 200);
             let a = &shared.authority;
             json_response(
                 200,
@@ -130,11 +195,11 @@ async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str
         }
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
             let tenant = tenant.to_string();
-            token_endpoint(shared, req, &tenant, true).await
+            token_endpoint(shared, req, &tenant, true, via_proxy).await
         }
         ("POST", [tenant, "oauth2", "token"]) => {
             let tenant = tenant.to_string();
-            token_endpoint(shared, req, &tenant, false).await
+            token_endpoint(shared, req, &tenant, false, via_proxy).await
         }
         _ => {
             shared.telemetry.count("Unknown", "", 404);
@@ -146,17 +211,25 @@ async fn route(shared: &Shared, req: Request<Incoming>, path: &str, segs: &[&str
     }
 }
 
-async fn token_endpoint(shared: &Shared, req: Request<Incoming>, tenant: &str, v2: bool) -> Resp {
-    let result = token_inner(shared, req, tenant, v2).await;
+async fn token_endpoint(
+    shared: &Shared,
+    req: Request<Incoming>,
+    tenant: &str,
+    v2: bool,
+    via_proxy: bool,
+) -> Resp {
+    let result = token_inner(shared, req, tenant, v2, via_proxy).await;
+    let op = if via_proxy { "TokenProxy" } else { "Token" };
     match result {
         Ok(body) => {
-            shared.telemetry.count("Token", "", 200);
+            shared.telemetry.count(op, "", 200);
             json_response(200, &body)
         }
         Err(e) => {
-            shared.telemetry.count("Token", "", e.status);
+            shared.telemetry.count(op, "", e.status);
             tracing::info!(
                 tenant,
+                via_proxy,
                 status = e.status,
                 code = e.code,
                 "token request refused"
@@ -171,6 +244,7 @@ async fn token_inner(
     req: Request<Incoming>,
     tenant: &str,
     v2: bool,
+    via_proxy: bool,
 ) -> Result<Value, EntraError> {
     let body = read_body(req)
         .await
@@ -221,6 +295,11 @@ async fn token_inner(
         .get(&client_id.to_ascii_lowercase())
         .filter(|p| p.tenant.eq_ignore_ascii_case(tenant))
         .ok_or_else(|| EntraError::new(400, "unauthorized_client", 700016, format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.")))?;
+    if via_proxy && get("client_assertion").is_none() {
+        return Err(EntraError::invalid_request(
+            "The token proxy exchanges only client assertions (a service-account token for api://AKSIdentityBinding).",
+        ));
+    }
     if let Some(secret) = get("client_secret") {
         let ok = principal
             .client_secret
@@ -247,7 +326,10 @@ async fn token_inner(
                 "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
             ));
         }
-        shared.dir.validate_assertion(principal, assertion).await?;
+        shared
+            .dir
+            .validate_assertion(principal, assertion, via_proxy)
+            .await?;
     } else {
         return Err(EntraError::invalid_client(
             400,

@@ -65,7 +65,15 @@ pub(crate) struct Shared {
     pub(crate) admin_token: Zeroizing<String>,
     pub(crate) default_vault: Option<String>,
     pub(crate) tenants: Vec<String>,
+    /// The token proxy's path prefix (`/` or `/proxy`); empty: no proxy.
+    pub(crate) token_proxy_path: String,
+    /// The authority (`Host`, or HTTP/2 `:authority`) of the last token-proxy requests, oldest
+    /// first, at most [`PROXY_HOSTS_KEPT`]: what a client keeps as `Host` when it rewrites the URL.
+    pub(crate) token_proxy_hosts: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many token-proxy request authorities are kept.
+pub(crate) const PROXY_HOSTS_KEPT: usize = 64;
 
 // === listeners ===
 
@@ -73,6 +81,8 @@ pub(crate) struct Shared {
 pub(crate) enum Endpoint {
     /// Key Vault data plane and Entra ID, over TLS.
     Https(Arc<rustls::ServerConfig>),
+    /// The AKS token proxy (identity binding), over TLS for its SNI name only.
+    TokenProxy(Arc<rustls::ServerConfig>),
     Imds,
     Nmi,
     Admin,
@@ -92,6 +102,10 @@ pub(crate) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let (handler, tls) = match endpoint {
         Endpoint::Https(tls) => (Handler::Https, Some(tokio_rustls::TlsAcceptor::from(tls))),
+        Endpoint::TokenProxy(tls) => (
+            Handler::TokenProxy,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        ),
         Endpoint::Imds => (Handler::Imds, None),
         Endpoint::Nmi => (Handler::Nmi, None),
         Endpoint::Admin => (Handler::Admin, None),
@@ -101,9 +115,14 @@ pub(crate) fn spawn(
     // pays what it would over a real network. The admin API's own are neither.
     let connect_op = match handler {
         Handler::Https => Some("Connect"),
+        Handler::TokenProxy => Some("TokenProxyConnect"),
         Handler::Imds => Some("ImdsConnect"),
         Handler::Nmi => Some("NmiConnect"),
         Handler::Admin => None,
+    };
+    let handshake_op = match handler {
+        Handler::TokenProxy => "TokenProxyTlsHandshake",
+        _ => "TlsHandshake",
     };
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
@@ -126,14 +145,14 @@ pub(crate) fn spawn(
                 }
                 match tls {
                     Some(acceptor) => {
-                        wait_latency(&shared, "TlsHandshake").await;
+                        wait_latency(&shared, handshake_op).await;
                         let Ok(Ok(tls)) =
                             tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await
                         else {
-                            shared.telemetry.count("TlsHandshake", "", 0);
+                            shared.telemetry.count(handshake_op, "", 0);
                             return;
                         };
-                        shared.telemetry.count("TlsHandshake", "", 200);
+                        shared.telemetry.count(handshake_op, "", 200);
                         serve_connection(tls, handler, shared, stop).await;
                     }
                     None => serve_connection(tcp, handler, shared, stop).await,
@@ -190,6 +209,7 @@ async fn serve_connection<I>(
 #[derive(Clone, Copy)]
 enum Handler {
     Https,
+    TokenProxy,
     Imds,
     Nmi,
     Admin,
@@ -199,6 +219,7 @@ impl Handler {
     async fn handle(self, shared: &Shared, req: Request<Incoming>) -> Result<Resp, DropConnection> {
         match self {
             Handler::Https => handle_https(shared, req).await,
+            Handler::TokenProxy => entra::handle_proxy(shared, req).await,
             Handler::Imds => imds::handle(shared, req).await,
             Handler::Nmi => nmi::handle(shared, req).await,
             Handler::Admin => Ok(admin::handle(shared, req).await),

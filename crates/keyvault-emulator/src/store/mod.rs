@@ -156,6 +156,11 @@ pub(crate) struct Vault {
     pub(crate) name: String,
     pub(crate) tenant: String,
     pub(crate) access: Vec<String>,
+    /// Identities limited to some operations (an access policy's permissions): client or object
+    /// id → permission names as in 403 messages (`secrets get`, `secrets list`, `keys get`, …).
+    /// An identity in `access` without an entry here may do everything.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) permissions: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(crate) secrets: BTreeMap<String, Vec<Secret>>,
     #[serde(default)]
@@ -348,6 +353,7 @@ impl Vault {
             name: name.to_string(),
             tenant: tenant.to_string(),
             access,
+            permissions: BTreeMap::new(),
             secrets: BTreeMap::new(),
             keys: BTreeMap::new(),
             certificates: BTreeMap::new(),

@@ -2,7 +2,8 @@
 
 Usage: kv_sdk.py <scenario>; configuration comes from the environment (set by the Rust test):
   VAULT_URL, AUTHORITY, TENANT_ID, CLIENT_ID, CLIENT_SECRET, REQUESTS_CA_BUNDLE,
-  plus scenario-specific variables (ASSERTION, AZURE_POD_IDENTITY_AUTHORITY_HOST, MI_CLIENT_ID).
+  plus scenario-specific variables (ASSERTION, AZURE_POD_IDENTITY_AUTHORITY_HOST, MI_CLIENT_ID,
+  WORK_DIR and AZURE_KUBERNETES_TOKEN_PROXY / _SNI_NAME / _CA_FILE for identity binding).
 Each scenario asserts what the SDK returns and exits non-zero with a message on the first failure.
 The last stdout line is a JSON summary the Rust test can check further.
 """
@@ -13,7 +14,12 @@ import os
 import sys
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-from azure.identity import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
+from azure.identity import (
+    ClientAssertionCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
 from azure.keyvault.certificates import CertificateClient, CertificateContentType, CertificatePolicy
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyType
 from azure.keyvault.secrets import SecretClient
@@ -281,6 +287,35 @@ def assertion_credential():
                                      disable_instance_discovery=True)
 
 
+def scenario_listing():
+    """Lists a vault seeded with tagged, disabled, expired and certificate-backed objects, three
+    items a page, and reports what the SDK saw (the Rust test checks it and the page count)."""
+    secrets = SecretClient(VAULT_URL, secret_credential())
+    pages = 0
+    seen = {}
+    for page in secrets.list_properties_of_secrets(max_page_size=3).by_page():
+        pages += 1
+        items = list(page)
+        check(len(items) <= 3, f"a page holds at most max_page_size items, got {len(items)}")
+        for p in items:
+            seen[p.name] = {
+                "enabled": p.enabled,
+                "tags": p.tags,
+                "managed": p.managed,
+                "content_type": p.content_type,
+                "expires": int(p.expires_on.timestamp()) if p.expires_on else None,
+                "not_before": int(p.not_before.timestamp()) if p.not_before else None,
+                "version": p.version,
+            }
+    keys = KeyClient(VAULT_URL, secret_credential())
+    key_items = {k.name: {"tags": k.tags, "managed": k.managed, "enabled": k.enabled}
+                 for k in keys.list_properties_of_keys(max_page_size=2)}
+    certs = CertificateClient(VAULT_URL, secret_credential())
+    cert_items = {c.name: {"tags": c.tags, "enabled": c.enabled}
+                  for c in certs.list_properties_of_certificates(max_page_size=2)}
+    print(json.dumps({"pages": pages, "secrets": seen, "keys": key_items, "certificates": cert_items}))
+
+
 def scenario_assertion():
     client = SecretClient(VAULT_URL, assertion_credential())
     print(json.dumps({"value_len": len(client.get_secret("seeded").value)}))
@@ -291,6 +326,34 @@ def scenario_assertion_rejected():
     try:
         client.get_secret("seeded")
         check(False, "the assertion must be refused")
+    except ClientAuthenticationError as e:
+        expected = os.environ.get("EXPECT_CODE", "")
+        check(expected in str(e), f"{expected} in message: {e}")
+    print(json.dumps({"ok": True}))
+
+
+def identity_binding_credential():
+    # AKS identity binding: the token file holds the api://AKSIdentityBinding token; the token
+    # proxy comes from AZURE_KUBERNETES_TOKEN_PROXY / _SNI_NAME / _CA_FILE (set by the Rust test).
+    path = os.path.join(os.environ["WORK_DIR"], "ib-token")
+    with open(path, "w") as f:
+        f.write(os.environ["ASSERTION"])
+    return WorkloadIdentityCredential(
+        tenant_id=TENANT, client_id=CLIENT_ID, token_file_path=path, authority=AUTHORITY,
+        disable_instance_discovery=True, enable_azure_proxy=True,
+    )
+
+
+def scenario_identity_binding():
+    client = SecretClient(VAULT_URL, identity_binding_credential())
+    print(json.dumps({"value_len": len(client.get_secret("seeded").value)}))
+
+
+def scenario_identity_binding_rejected():
+    client = SecretClient(VAULT_URL, identity_binding_credential())
+    try:
+        client.get_secret("seeded")
+        check(False, "the identity-binding token must be refused")
     except ClientAuthenticationError as e:
         expected = os.environ.get("EXPECT_CODE", "")
         check(expected in str(e), f"{expected} in message: {e}")

@@ -42,6 +42,35 @@ fn parses_a_minimal_service_principal_mount() {
     );
 }
 
+/// `useAzureTokenProxy: "true"` takes the token for `api://AKSIdentityBinding` (not the
+/// workload-identity one next to it) and the `clientID`; secrets are not needed.
+#[test]
+fn identity_binding_takes_its_own_token() {
+    let tokens = r#"{"api://AzureADTokenExchange":{"token":"wi-token"},"api://AKSIdentityBinding":{"token":"ib-token","expirationTimestamp":"2100-01-01T00:00:00Z"}}"#;
+    let p = MountParams::parse(
+        &attrs(&[
+            ("useAzureTokenProxy", "True"),
+            ("clientID", " uami-client "),
+            (SA_TOKENS_ATTRIBUTE, tokens),
+        ]),
+        "null",
+    )
+    .unwrap();
+    match &p.identity {
+        IdentityMode::IdentityBinding {
+            client_id,
+            assertion,
+        } => {
+            assert_eq!(client_id, "uami-client");
+            assert_eq!(assertion.expose(), "ib-token");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.identity.upstream_name(), "AzureTokenProxy");
+    assert_eq!(p.identity.kind(), "identity_binding");
+    assert!(!format!("{p:?}").contains("ib-token"));
+}
+
 #[test]
 fn upstream_error_strings_in_upstream_order() {
     let cases: Vec<(String, &str, &str)> = vec![
@@ -104,6 +133,47 @@ fn upstream_error_strings_in_upstream_order() {
             ]),
             "null",
             "failed to build auth config for mode None: failed to parse workload identity tokens, error: token for audience api://AzureADTokenExchange not found",
+        ),
+        (
+            attrs(&[("useAzureTokenProxy", "maybe")]),
+            SP,
+            "failed to parse useAzureTokenProxy flag, error: strconv.ParseBool: parsing \"maybe\": invalid syntax",
+        ),
+        (
+            attrs(&[("useAzureTokenProxy", "true"), ("usePodIdentity", "true")]),
+            SP,
+            "only one identity mode can be enabled at a time: usePodIdentity, useVMManagedIdentity, or useAzureTokenProxy",
+        ),
+        (
+            attrs(&[("useAzureTokenProxy", "true"), (SA_TOKENS_ATTRIBUTE, "{}")]),
+            SP,
+            "failed to build auth config for mode AzureTokenProxy: clientID is required for identity binding",
+        ),
+        (
+            attrs(&[("useAzureTokenProxy", "true"), ("clientID", "uami")]),
+            SP,
+            "failed to build auth config for mode AzureTokenProxy: service account tokens are required for identity binding",
+        ),
+        (
+            attrs(&[
+                ("useAzureTokenProxy", "true"),
+                ("clientID", "uami"),
+                (SA_TOKENS_ATTRIBUTE, "{"),
+            ]),
+            SP,
+            "failed to build auth config for mode AzureTokenProxy: failed to parse service account token for identity binding, error: failed to unmarshal service account tokens, error:",
+        ),
+        (
+            attrs(&[
+                ("useAzureTokenProxy", "true"),
+                ("clientID", "uami"),
+                (
+                    SA_TOKENS_ATTRIBUTE,
+                    r#"{"api://AzureADTokenExchange":{"token":"wi-token"}}"#,
+                ),
+            ]),
+            SP,
+            "failed to build auth config for mode AzureTokenProxy: failed to parse service account token for identity binding, error: token for audience api://AKSIdentityBinding not found",
         ),
         (attrs(&[("objects", "")]), SP, "objects is not set"),
         (
@@ -242,10 +312,6 @@ fn refusals_beyond_upstream() {
         (
             obj("    objectName: a\n    objectType: secret\n    objectVersionHistory: -1\n"),
             "invalid objectVersionHistory",
-        ),
-        (
-            attrs(&[("useAzureTokenProxy", "true")]),
-            "useAzureTokenProxy (AKS identity binding) is not supported",
         ),
         (
             attrs(&[(
@@ -406,4 +472,44 @@ fn max_age_attribute() {
         e.starts_with("failed to parse secrets-store.csi.k8s.io/maxAge: invalid duration"),
         "{e}"
     );
+}
+
+#[test]
+fn selections_take_any_scalar_as_tag_value_and_match_case_insensitive_prefixes() {
+    let objects = "array:\n  - |\n    objectNamePrefix: App-\n    objectTags: {tier: 1, on: true}\n    objectType: secret\n    optional: true\n";
+    let p = MountParams::parse(&attrs(&[("objects", objects)]), SP).unwrap();
+    let o = &p.objects[0];
+    let sel = o.selector.as_ref().unwrap();
+    assert!(o.optional && o.known_paths().is_empty());
+    assert_eq!(sel.tags.get("tier").map(String::as_str), Some("1"));
+    let tags: BTreeMap<String, String> = [("tier", "1"), ("on", "true"), ("x", "y")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert!(sel.matches("app-db", &tags));
+    assert!(!sel.matches("ap", &tags), "shorter than the prefix");
+    assert!(
+        !sel.matches("app-db", &BTreeMap::new()),
+        "tags must all be present"
+    );
+    assert_eq!(
+        sel.describe(),
+        "objectNamePrefix \"App-\" and objectTags {on=true, tier=1}"
+    );
+    let star =
+        "array:\n  - |\n    objectName: \"*\"\n    objectType: cert\n    objectAlias: certs\n";
+    let p = MountParams::parse(&attrs(&[("objects", star)]), SP).unwrap();
+    assert_eq!(p.objects[0].selector, Some(Selector::default()));
+    assert_eq!(p.objects[0].known_paths(), ["certs"]);
+    // Without any of this, a class parses exactly as before.
+    let plain = MountParams::parse(&attrs(&[]), SP).unwrap();
+    assert!(plain.objects[0].selector.is_none() && !plain.objects[0].optional);
+    assert!(plain.objects[0].jmes_path.is_empty() && plain.templates.is_empty());
+}
+
+#[test]
+fn a_selection_folder_may_not_hold_another_objects_file() {
+    let objects = "array:\n  - |\n    objectName: \"*\"\n    objectType: secret\n    objectAlias: all\n  - |\n    objectName: s\n    objectAlias: all/s\n    objectType: secret\n";
+    let e = err(&attrs(&[("objects", objects)]), SP);
+    assert!(e.contains("collides with the path \"all\""), "{e}");
 }

@@ -18,6 +18,9 @@ fn spec(t: ObjectType) -> ObjectSpec {
         format: ObjectFormat::Pem,
         encoding: ObjectEncoding::Utf8,
         file_permission: None,
+        selector: None,
+        optional: false,
+        jmes_path: Vec::new(),
     }
 }
 

@@ -2,7 +2,9 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keyvault_emulator::{Emulator, EmulatorConfig};
@@ -176,4 +178,73 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 pub fn sp_secrets(id: &str, secret: &str) -> String {
     serde_json::json!({ "clientid": id, "clientsecret": secret }).to_string()
+}
+
+/// Starts a provider binary (ours or upstream's) on `<dir>/<name>.sock` against this emulator,
+/// reaching it as a node would: `SSL_CERT_FILE`, the vault's name in a private /etc/hosts, NMI/IMDS
+/// through `AZURE_POD_IDENTITY_AUTHORITY_HOST`. Returns once the socket exists.
+pub fn spawn(
+    bin: &std::path::Path,
+    env: &Env,
+    name: &str,
+    flags: &[&str],
+) -> (std::process::Child, PathBuf) {
+    let sock = env.dir.path().join(format!("{name}.sock"));
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--endpoint=unix://{}", sock.display()))
+        .arg(format!("--healthz-port={}", test_support::free_port()))
+        .arg(format!("--prometheus-port={}", test_support::free_port()))
+        .args(flags)
+        .env("SSL_CERT_FILE", &env.ca_file)
+        .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", env.emu.imds_url());
+    let hosts = test_support::HostsOverride::new(&[(
+        &env.emu.vault_host("kv1"),
+        "127.0.0.1".parse::<IpAddr>().unwrap(),
+    )])
+    .unwrap();
+    let child = hosts
+        .wrap(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, sock)
+}
+
+/// Stops a child started by [`spawn`] (SIGTERM, then waits).
+pub fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// Upstream's NMI address is fixed (`localhost:2579`, no flag), so an emulator that serves
+/// upstream's binary with pod identity listens there.
+pub const UPSTREAM_NMI: &str = "127.0.0.1:2579";
+
+/// Waits (up to 30 s) until [`UPSTREAM_NMI`] is free: other tests and benches take it too.
+pub async fn wait_for_port_2579() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpListener::bind(UPSTREAM_NMI).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port 2579 (upstream's fixed NMI port) is busy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An emulator configuration tweak: NMI on [`UPSTREAM_NMI`].
+pub fn nmi_on_2579(c: EmulatorConfig) -> EmulatorConfig {
+    EmulatorConfig {
+        nmi_listen: UPSTREAM_NMI.parse().unwrap(),
+        ..c
+    }
 }
