@@ -352,6 +352,7 @@ impl Emulator {
                 .map(|(_, _, _, path)| path.clone())
                 .unwrap_or_default(),
             token_proxy_hosts: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            mi_tokens: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let tasks = [

@@ -259,6 +259,12 @@ async fn imds_and_nmi_answer_in_their_real_shapes_and_tokens_work() {
         .expect("token")
         .to_string();
     assert!(b["token"]["expires_on"].is_string());
+    // Like Azure's managed identity endpoint, the same identity and resource get the cached
+    // token back while it has most of its lifetime left (NMI goes through the same cache).
+    assert_eq!(
+        nmi_token, imds_token,
+        "a managed identity's token is cached per resource"
+    );
     let r = http
         .get(&nmi)
         .header("podns", "default")
@@ -278,6 +284,46 @@ async fn imds_and_nmi_answer_in_their_real_shapes_and_tokens_work() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["value"], "v");
     }
+}
+
+#[tokio::test]
+async fn a_managed_identity_token_near_expiry_is_never_handed_out_again() {
+    let yaml = format!(
+        "tenant: {TENANT}\nidentities:\n  managed_identities:\n    - {{ client_id: {APP} }}\n"
+    );
+    // A lifetime under IMDS's 5-minute refresh window: every request gets a new token.
+    let emu = Emulator::start(
+        EmulatorConfig::default()
+            .seed_yaml(&yaml)
+            .expect("seed")
+            .token_lifetime(std::time::Duration::from_secs(240)),
+    )
+    .await
+    .expect("start");
+    let http = client(&emu, &[]);
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+        emu.imds_url(),
+        emu.resource()
+    );
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let b: Value = http
+            .get(&url)
+            .header("Metadata", "true")
+            .send()
+            .await
+            .expect("imds")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(b["expires_in"], "240", "{b}");
+        tokens.push(b["access_token"].as_str().expect("token").to_string());
+    }
+    assert_ne!(
+        tokens[0], tokens[1],
+        "a token with < 5 minutes left is not reused"
+    );
 }
 
 #[tokio::test]

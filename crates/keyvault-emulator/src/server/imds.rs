@@ -14,19 +14,51 @@ pub(super) fn token_fields(
     p: &Principal,
     resource: &str,
 ) -> Result<Value, String> {
-    let (token, exp) = shared.signer.issue(p, resource, shared.token_lifetime)?;
     let now = store::now();
-    let lifetime = shared.token_lifetime.as_secs();
+    let lifetime = i64::try_from(shared.token_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let (token, exp) = cached_or_issued(shared, p, resource, now, lifetime)?;
+    let expires_in = (exp - now).clamp(0, lifetime);
     Ok(json!({
         "access_token": token,
         "client_id": p.client_id,
-        "expires_in": lifetime.to_string(),
+        "expires_in": expires_in.to_string(),
         "expires_on": exp.to_string(),
-        "ext_expires_in": lifetime.to_string(),
-        "not_before": (now - 300).to_string(),
+        "ext_expires_in": expires_in.to_string(),
+        "not_before": (exp - lifetime - 300).to_string(),
         "resource": resource,
         "token_type": "Bearer",
     }))
+}
+
+/// The managed identity endpoint's token cache: Azure's IMDS answers repeated requests for one
+/// identity and resource with the same token (its `expires_in` counting down) and issues a new
+/// one only once the cached one has less than half its lifetime (and at least 5 minutes) left, so
+/// a client refreshing ahead of expiry always gets a fresh one. Besides fidelity, this keeps
+/// the emulator's RSA signing (a few ms with the pure-Rust `rsa` crate) out of latency figures.
+fn cached_or_issued(
+    shared: &Shared,
+    p: &Principal,
+    resource: &str,
+    now: i64,
+    lifetime: i64,
+) -> Result<(String, i64), String> {
+    let key = (p.client_id.clone(), resource.to_string());
+    let mut cache = shared
+        .mi_tokens
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((token, exp)) = cache.get(&key) {
+        if exp - now > (lifetime / 2).max(300) {
+            return Ok((token.clone(), *exp));
+        }
+    }
+    let (token, exp) = shared.signer.issue(p, resource, shared.token_lifetime)?;
+    // Bounded: one entry per declared identity and resource a client asked for.
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.insert(key, (token.clone(), exp));
+    Ok((token, exp))
 }
 
 /// IMDS's error shape: `{"error","error_description"}`.

@@ -70,6 +70,11 @@ pub(crate) struct Shared {
     /// The authority (`Host`, or HTTP/2 `:authority`) of the last token-proxy requests, oldest
     /// first, at most [`PROXY_HOSTS_KEPT`]: what a client keeps as `Host` when it rewrites the URL.
     pub(crate) token_proxy_hosts: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// Tokens IMDS and NMI handed out, by (client id, resource): like Azure's managed identity
+    /// endpoint, they answer with the same token until it nears expiry (see
+    /// [`imds::token_fields`]).
+    pub(crate) mi_tokens:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (String, i64)>>,
 }
 
 /// How many token-proxy request authorities are kept.
