@@ -110,9 +110,15 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoE
     } else {
         Arc::new(DirMounter::default())
     };
-    let local = LocalNode::start(&providers, provider_config, &class_file, mounter, true)
-        .await
-        .map_err(|e| fail("start the provider and the driver")(&e))?;
+    let local = LocalNode::start(
+        &providers,
+        Some(provider_config),
+        &class_file,
+        mounter,
+        true,
+    )
+    .await
+    .map_err(|e| fail("start the provider and the driver")(&e))?;
     let node = local.node().clone();
     let socket = local.socket().to_path_buf();
     say(

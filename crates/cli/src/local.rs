@@ -18,33 +18,51 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub struct LocalNode {
     node: NodeService,
     socket: PathBuf,
+    /// The in-process provider: `None` when the node uses one already running.
+    provider: Option<InProcessProvider>,
+}
+
+struct InProcessProvider {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), provider_azure::server::ServerError>>,
 }
 
 impl LocalNode {
-    /// Starts the provider on `<providers>/azure.sock` and a driver reading classes from
-    /// `class_file`. `rotation` makes every republish refresh the volume.
+    /// Starts the provider on `<providers>/azure.sock` (or, when `provider` is `None`, uses the
+    /// one already serving that socket) and a driver reading classes from `class_file`.
+    /// `rotation` makes every republish refresh the volume.
     pub async fn start(
         providers: &Path,
-        provider: ProviderConfig,
+        provider: Option<ProviderConfig>,
         class_file: &Path,
         mounter: Arc<dyn Mounter>,
         rotation: bool,
     ) -> Result<Self, String> {
-        std::fs::create_dir_all(providers)
-            .map_err(|e| format!("cannot create {}: {e}", providers.display()))?;
         let socket = providers.join("azure.sock");
-        let server = Server::bind(ServerConfig::new(
-            format!("unix://{}", socket.display()),
-            provider,
-        ))
-        .await
-        .map_err(|e| format!("cannot start the Azure provider: {e}"))?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
+        let provider = match provider {
+            Some(provider) => {
+                std::fs::create_dir_all(providers)
+                    .map_err(|e| format!("cannot create {}: {e}", providers.display()))?;
+                let server = Server::bind(ServerConfig::new(
+                    format!("unix://{}", socket.display()),
+                    provider,
+                ))
+                .await
+                .map_err(|e| format!("cannot start the Azure provider: {e}"))?;
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = tokio::spawn(server.serve(async move {
+                    let _ = stopped.await;
+                }));
+                Some(InProcessProvider { stop, task })
+            }
+            None if socket.exists() => None,
+            None => {
+                return Err(format!(
+                    "no provider socket at {}: start the Azure provider with --endpoint=unix://{0}, or leave out --provider-dir",
+                    socket.display()
+                ));
+            }
+        };
         let mut config = Config::new("local-node", vec![providers.to_path_buf()]);
         if rotation {
             config.rotation = Some(Duration::ZERO);
@@ -63,8 +81,7 @@ impl LocalNode {
         Ok(Self {
             node,
             socket,
-            stop,
-            task,
+            provider,
         })
     }
 
@@ -78,10 +95,13 @@ impl LocalNode {
         &self.socket
     }
 
-    /// Stops the provider (graceful) and waits for it.
+    /// Stops the in-process provider (graceful) and waits for it; a provider that was already
+    /// running is left alone.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        if let Some(p) = self.provider {
+            let _ = p.stop.send(());
+            let _ = p.task.await;
+        }
     }
 }
 

@@ -71,6 +71,11 @@ enum Command {
         /// Print secret values instead of sizes.
         #[arg(long)]
         show_values: bool,
+        /// Talk to the Azure provider already serving DIR/azure.sock (a node's
+        /// /var/run/secrets-store-csi-providers, or a build under test) instead of running one
+        /// in this process; --ca-file and --resolve do not reach it (it has its own settings).
+        #[arg(long, value_name = "DIR")]
+        provider_dir: Option<std::path::PathBuf>,
     },
     /// Lint SecretProviderClass YAML files offline, with the parser the Azure provider uses.
     ///
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
             ca_file,
             resolve,
             show_values,
+            provider_dir,
         } => {
             let options = secrets_store_cli::mount::MountOptions {
                 class,
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
                 ca_file,
                 resolve,
                 show_values,
+                provider_dir,
             };
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);

@@ -43,6 +43,8 @@ pub struct MountOptions {
     pub resolve: Vec<(String, SocketAddr)>,
     /// Show secret values instead of sizes.
     pub show_values: bool,
+    /// Use the provider already serving `<dir>/azure.sock` instead of one in this process.
+    pub provider_dir: Option<PathBuf>,
 }
 
 /// What went wrong; the message names the option or file to fix.
@@ -129,8 +131,12 @@ pub async fn run(options: &MountOptions, out: &mut dyn Write) -> Result<(), Moun
     }
     provider.http.resolve = options.resolve.clone();
 
+    let (providers, provider) = match &options.provider_dir {
+        Some(dir) => (dir.clone(), None),
+        None => (work.path().join("providers"), Some(provider)),
+    };
     let local = LocalNode::start(
-        &work.path().join("providers"),
+        &providers,
         provider,
         &class_file,
         Arc::new(DirMounter::default()),

@@ -271,7 +271,7 @@ async fn our_driver_with_the_upstream_go_provider_writes_what_our_provider_write
     let rust_providers = f.dir.path().join("rust-providers");
     let local = LocalNode::start(
         &rust_providers,
-        config,
+        Some(config),
         &f.class_file,
         Arc::new(TmpfsMounter),
         false,
