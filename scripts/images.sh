@@ -120,9 +120,9 @@ profile_startup() {
 }
 
 # profile_provider_mounts SCRATCH: the functions the provider runs while starting and then serving
-# mounts (a secret, an RSA key, RSA and EC certificates as cert and as secret, so PFX to PEM; the
-# first mount cold, the next ones from its cache), driven by `secrets-store mount --provider-dir`
-# against keyvault-emulator. A node's provider spends its life in these functions: placed right
+# mounts (a secret, an RSA key, RSA and EC certificates as cert and as secret, so PFX to PEM;
+# managed and pod identity; the first mounts cold, the next ones from its cache), driven by
+# `secrets-store mount --provider-dir` against keyvault-emulator. A node's provider spends its life in these functions: placed right
 # after the start-up ones, a load touches a few code pages instead of most of the text (issue 15:
 # peak RSS under 10 x 64 mounts 9.9 -> 7.0 MiB). Runs in mount and network namespaces of its own
 # (loopback only, the emulator's default ports, a private /etc/hosts naming the vault), bounded by
@@ -146,6 +146,8 @@ vaults:
 identities:
   managed_identities:
     - { client_id: $identity, default: true }
+  pod_identities:
+    - { namespace: default, pod: secrets-store-mount, client_id: $identity }
 SEED
   printf '%s\n' '{"name":"AzureStackCloud","activeDirectoryEndpoint":"https://127.0.0.1:8443/","keyVaultEndpoint":"https://vault.test:8443","keyVaultDNSSuffix":"vault.test:8443"}' \
     >"$scratch/cloud.json"
@@ -200,9 +202,20 @@ CLASS
       --healthz-port=0 --prometheus-port=0 >"$scratch/provider.log" 2>&1 &
     provider=$!
     for _ in $(seq 600); do [[ -S $scratch/providers/azure.sock ]] && break; sleep 0.1; done
+    # Three rounds of four concurrent mounts: managed identity (IMDS) and pod identity (NMI),
+    # twice each, so the cache coalescing and concurrent HTTP/2 streams run too.
+    sed "s/useVMManagedIdentity/usePodIdentity/" "$scratch/class.yaml" >"$scratch/class-pod.yaml"
     for n in 1 2 3; do
-      timeout 120 "$dist/secrets-store" mount --provider-dir "$scratch/providers" \
-        --class "$scratch/class.yaml" --target "$scratch/target-$n" >"$scratch/mount-$n.log" 2>&1
+      pids=()
+      for class in class class-pod; do
+        for m in a b; do
+          timeout 120 "$dist/secrets-store" mount --provider-dir "$scratch/providers" \
+            --class "$scratch/$class.yaml" --target "$scratch/target-$n-$class-$m" \
+            >"$scratch/mount-$n-$class-$m.log" 2>&1 &
+          pids+=($!)
+        done
+      done
+      for pid in "${pids[@]}"; do wait "$pid"; done
     done
     kill -TERM "$provider"
     wait "$provider" || true

@@ -47,10 +47,10 @@ fn cached_or_issued(
         .mi_tokens
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((token, exp)) = cache.get(&key) {
-        if exp - now > (lifetime / 2).max(300) {
-            return Ok((token.clone(), *exp));
-        }
+    if let Some((token, exp)) = cache.get(&key)
+        && exp - now > (lifetime / 2).max(300)
+    {
+        return Ok((token.clone(), *exp));
     }
     let (token, exp) = shared.signer.issue(p, resource, shared.token_lifetime)?;
     // Bounded: one entry per declared identity and resource a client asked for.
