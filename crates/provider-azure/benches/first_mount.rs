@@ -11,8 +11,17 @@
 //! - **requests + connections**: `*`, i.e. also 20 ms per TCP connection and per TLS handshake
 //!   (both are round trips on a real network).
 //!
-//! Prints p50/p99 per (provider, model), the emulator's requests per route per mount (connections
-//! and TLS handshakes included) and ours/upstream ratios.
+//! Two kinds of provider process:
+//!
+//! - **fresh process**: a provider started for the sample, so its own first-call costs (code
+//!   pages, lazy set-up) are in the figure;
+//! - **running provider**: one provider process per (provider, model) serves all the samples, each
+//!   sample the first mount of a new pod with its own identity (pod identity `warm-<n>`) and its
+//!   own vault (`bench<n>`): no token, scope or connection to reuse, as when a new workload's
+//!   first pod starts on a node whose provider has been running.
+//!
+//! Prints p50/p99 per (process, provider, model), the emulator's requests per route per mount
+//! (connections and TLS handshakes included) and ours/upstream ratios.
 //! `cargo bench -p provider-azure --bench first_mount` (`BENCH_SAMPLES`, default 30;
 //! `BENCH_RTT_MS`, default 20).
 
@@ -83,6 +92,29 @@ struct Setup {
     dir: tempfile::TempDir,
     ca: PathBuf,
     env_file: PathBuf,
+    /// The vaults a provider may reach (`bench`, then `bench0`...).
+    hosts: Vec<String>,
+}
+
+/// How the provider process relates to the samples.
+#[derive(Clone, Copy, PartialEq)]
+enum Process {
+    Fresh,
+    Running,
+}
+
+impl Process {
+    fn label(self) -> &'static str {
+        match self {
+            Process::Fresh => "fresh process",
+            Process::Running => "running provider",
+        }
+    }
+}
+
+/// The managed identity of the running-provider samples' pod `warm-<n>`.
+fn warm_identity(n: usize) -> String {
+    format!("33333333-3333-4333-8333-{n:012}")
 }
 
 /// Starts `subject` on a fresh socket and waits for it.
@@ -100,11 +132,9 @@ fn start(setup: &Setup, subject: &Subject, n: usize) -> (std::process::Child, Pa
     } else {
         cmd.arg("--healthz-port=0").arg("--prometheus-port=0");
     }
-    let hosts = test_support::HostsOverride::new(&[(
-        &setup.emu.vault_host("bench"),
-        "127.0.0.1".parse::<IpAddr>().unwrap(),
-    )])
-    .unwrap();
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let entries: Vec<(&str, IpAddr)> = setup.hosts.iter().map(|h| (h.as_str(), loopback)).collect();
+    let hosts = test_support::HostsOverride::new(&entries).unwrap();
     let child = hosts
         .wrap(&cmd)
         .stdout(Stdio::null())
@@ -112,10 +142,11 @@ fn start(setup: &Setup, subject: &Subject, n: usize) -> (std::process::Child, Pa
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    // The socket file appears at bind(2), a moment before listen(2): wait until it accepts.
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         assert!(
             Instant::now() < deadline,
-            "{} did not create its socket",
+            "{} did not listen on its socket",
             subject.label
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -131,19 +162,23 @@ fn stop(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
-fn attrs(env_file: &Path) -> String {
+/// The volume attributes of a mount of `vault`'s 3 secrets by pod `pod` (pod identity).
+fn attrs(env_file: &Path, vault: &str, pod: &str) -> String {
     let items: Vec<String> = (0..OBJECTS)
         .map(|i| format!("objectName: s{i}\nobjectType: secret"))
         .collect();
     let refs: Vec<&str> = items.iter().map(String::as_str).collect();
-    driver_attributes(&[
-        ("keyvaultName", "bench"),
+    let json = driver_attributes(&[
+        ("keyvaultName", vault),
         ("tenantId", TENANT),
         ("cloudName", "AzureStackCloud"),
         ("cloudEnvFileName", env_file.to_str().unwrap()),
         ("usePodIdentity", "true"),
         ("objects", &objects(&refs)),
-    ])
+    ]);
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+    map.insert("csi.storage.k8s.io/pod.name".into(), pod.into());
+    serde_json::Value::Object(map).to_string()
 }
 
 /// A network model: how the emulator's latency is injected.
@@ -181,23 +216,56 @@ struct Figures {
     per_mount: BTreeMap<String, f64>,
 }
 
-async fn measure(setup: &Setup, subject: &Subject, model: Model, samples: usize) -> Figures {
+/// Measures `samples` first mounts; `next_warm` hands out the running-provider samples' pods and
+/// vaults (each used once).
+async fn measure(
+    setup: &Setup,
+    subject: &Subject,
+    model: Model,
+    process: Process,
+    samples: usize,
+    next_warm: &mut usize,
+) -> Figures {
     model.inject(&setup.emu).await;
     let admin = setup.emu.admin();
-    let attrs = attrs(&setup.env_file);
+    let cold_attrs = attrs(&setup.env_file, "bench", "app-0");
     let mut lat = Vec::with_capacity(samples);
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut running = match process {
+        Process::Fresh => None,
+        Process::Running => {
+            let (child, sock) = start(setup, subject, 1_000_000);
+            let client = connect(&sock).await;
+            Some((child, sock, client))
+        }
+    };
     for n in 0..samples {
-        let (child, sock) = start(setup, subject, n);
-        let mut client = connect(&sock).await;
-        admin.reset_counters().await.unwrap();
-        let t = Instant::now();
-        let resp = client
-            .mount(mount_request(attrs.clone(), None, setup.dir.path()))
-            .await;
-        let took = t.elapsed();
-        stop(child);
-        let _ = std::fs::remove_file(&sock);
+        let (resp, took) = match &mut running {
+            None => {
+                let (child, sock) = start(setup, subject, n);
+                let mut client = connect(&sock).await;
+                admin.reset_counters().await.unwrap();
+                let t = Instant::now();
+                let resp = client
+                    .mount(mount_request(cold_attrs.clone(), None, setup.dir.path()))
+                    .await;
+                let took = t.elapsed();
+                stop(child);
+                let _ = std::fs::remove_file(&sock);
+                (resp, took)
+            }
+            Some((_, _, client)) => {
+                let k = *next_warm;
+                *next_warm += 1;
+                let attrs = attrs(&setup.env_file, &format!("bench{k}"), &format!("warm-{k}"));
+                admin.reset_counters().await.unwrap();
+                let t = Instant::now();
+                let resp = client
+                    .mount(mount_request(attrs, None, setup.dir.path()))
+                    .await;
+                (resp, t.elapsed())
+            }
+        };
         let resp = resp
             .unwrap_or_else(|e| panic!("{}: mount failed: {e:?}", subject.label))
             .into_inner();
@@ -208,6 +276,11 @@ async fn measure(setup: &Setup, subject: &Subject, model: Model, samples: usize)
                 .entry(format!("{}:{}", row.operation, row.status))
                 .or_default() += row.count;
         }
+    }
+    if let Some((child, sock, client)) = running {
+        drop(client);
+        stop(child);
+        let _ = std::fs::remove_file(&sock);
     }
     lat.sort();
     Figures {
@@ -245,9 +318,32 @@ async fn main() {
     for i in 0..OBJECTS {
         seed.push_str(&format!("      - {{ name: s{i}, value: value-{i} }}\n"));
     }
+    // One vault and one pod identity per running-provider sample: 2 models x 4 providers.
+    let warm = 2 * 4 * samples;
+    for k in 0..warm {
+        seed.push_str(&format!(
+            "  - name: bench{k}\n    access: [{}]\n    secrets:\n",
+            warm_identity(k)
+        ));
+        for i in 0..OBJECTS {
+            seed.push_str(&format!("      - {{ name: s{i}, value: value-{i} }}\n"));
+        }
+    }
     seed.push_str(&format!(
-        "identities:\n  managed_identities:\n    - {{ client_id: {MI}, default: true }}\n  pod_identities:\n    - {{ namespace: default, pod: app-0, client_id: {MI} }}\n"
+        "identities:\n  managed_identities:\n    - {{ client_id: {MI}, default: true }}\n"
     ));
+    for k in 0..warm {
+        seed.push_str(&format!("    - {{ client_id: {} }}\n", warm_identity(k)));
+    }
+    seed.push_str(&format!(
+        "  pod_identities:\n    - {{ namespace: default, pod: app-0, client_id: {MI} }}\n"
+    ));
+    for k in 0..warm {
+        seed.push_str(&format!(
+            "    - {{ namespace: default, pod: warm-{k}, client_id: {} }}\n",
+            warm_identity(k)
+        ));
+    }
     // Built before the emulator takes port 2579, which other tests wait for.
     let ours = our_binary();
     // Upstream's NMI address is fixed (localhost:2579); ours defaults to the same.
@@ -267,11 +363,14 @@ async fn main() {
     std::fs::write(&ca, emu.ca_pem()).unwrap();
     let env_file = dir.path().join("cloud.json");
     std::fs::write(&env_file, emu.azure_stack_environment().to_string()).unwrap();
+    let mut hosts = vec![emu.vault_host("bench")];
+    hosts.extend((0..warm).map(|k| emu.vault_host(&format!("bench{k}"))));
     let setup = Setup {
         emu,
         dir,
         ca,
         env_file,
+        hosts,
     };
 
     let mut subjects = vec![
@@ -313,34 +412,41 @@ async fn main() {
         "\nFirst mount, cold cache (fresh provider process per sample), {OBJECTS} secrets, pod identity (NMI), {} ms per round trip, {samples} samples",
         rtt_ms()
     );
-    let mut results: Vec<(&'static str, &'static str, Figures)> = Vec::new();
-    for model in [Model::Requests, Model::RequestsAndConnections] {
-        for s in &subjects {
-            let f = measure(&setup, s, model, samples).await;
-            results.push((model.label(), s.label, f));
+    type Row = (Process, &'static str, &'static str, Figures);
+    let mut results: Vec<Row> = Vec::new();
+    let mut next_warm = 0;
+    for process in [Process::Fresh, Process::Running] {
+        for model in [Model::Requests, Model::RequestsAndConnections] {
+            for s in &subjects {
+                let f = measure(&setup, s, model, process, samples, &mut next_warm).await;
+                results.push((process, model.label(), s.label, f));
+            }
         }
     }
-    println!("\n| model | provider | p50 ms | p99 ms | p50 / upstream |\n|---|---|---:|---:|---:|");
-    for (model, label, f) in &results {
+    println!(
+        "\n| process | model | provider | p50 ms | p99 ms | p50 / upstream |\n|---|---|---|---:|---:|---:|"
+    );
+    for (process, model, label, f) in &results {
         let up = results
             .iter()
-            .find(|(m, l, _)| m == model && *l == "upstream (Go)")
-            .map(|(_, _, f)| f.p50);
+            .find(|(p, m, l, _)| p == process && m == model && *l == "upstream (Go)")
+            .map(|(_, _, _, f)| f.p50);
         let ratio = up
             .map(|u| format!("{:.2}", f.p50.as_secs_f64() / u.as_secs_f64()))
             .unwrap_or_else(|| "—".into());
         println!(
-            "| {model} | {label} | {:.1} | {:.1} | {ratio} |",
+            "| {} | {model} | {label} | {:.1} | {:.1} | {ratio} |",
+            process.label(),
             f.p50.as_secs_f64() * 1e3,
             f.p99.as_secs_f64() * 1e3
         );
     }
     println!(
-        "\nEmulator counters per mount (operation:status=count; Connect/TlsHandshake/NmiConnect are connections):"
+        "\nEmulator counters per mount, requests model (operation:status=count; Connect/TlsHandshake/NmiConnect are connections):"
     );
-    for (model, label, f) in &results {
+    for (process, model, label, f) in &results {
         if *model == Model::Requests.label() {
-            println!("- {label}: {}", routes(f));
+            println!("- {}, {label}: {}", process.label(), routes(f));
         }
     }
     setup.emu.shutdown().await;
