@@ -92,6 +92,9 @@ pub struct EmulatorConfig {
     pub admin_token: Option<String>,
     /// Also act as the AKS token proxy of identity binding. `None` (default): no proxy.
     pub token_proxy: Option<TokenProxySettings>,
+    /// Offer only `http/1.1` in the TLS handshake of the main listener, as a vault behind a
+    /// gateway that does not speak HTTP/2 (default false: `h2` and `http/1.1`).
+    pub http1_only: bool,
 }
 
 /// The AKS token proxy (identity binding, `useAzureTokenProxy`): a TLS listener answering only
@@ -139,6 +142,7 @@ impl Default for EmulatorConfig {
             extra_audiences: Vec::new(),
             admin_token: None,
             token_proxy: None,
+            http1_only: false,
         }
     }
 }
@@ -252,7 +256,12 @@ impl Emulator {
         if !https_addr.ip().is_unspecified() {
             tls_names.push(https_addr.ip().to_string());
         }
-        let tls = tls::build(&config.ca, &config.dns_suffix, &tls_names)?;
+        let tls = tls::build(
+            &config.ca,
+            &config.dns_suffix,
+            &tls_names,
+            config.http1_only,
+        )?;
         let proxy_tls = match &proxy {
             Some((_, _, sni, _)) => Some(tls.token_proxy(sni)?),
             None => None,

@@ -87,6 +87,9 @@ struct Args {
     /// The path the token proxy is published under.
     #[arg(long, value_name = "PATH", default_value = "/")]
     token_proxy_path: String,
+    /// Offer only http/1.1 in TLS handshakes (a vault behind a gateway without HTTP/2).
+    #[arg(long)]
+    http1_only: bool,
     /// JSON log lines on stderr (the driver's and the provider's layout).
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     log_format_json: bool,
@@ -134,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        http1_only: args.http1_only,
         ..EmulatorConfig::default()
     };
     if let Some(path) = &args.seed {

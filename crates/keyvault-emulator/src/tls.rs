@@ -33,6 +33,7 @@ pub(crate) fn build(
     ca: &CaSource,
     dns_suffix: &str,
     extra_names: &[String],
+    http1_only: bool,
 ) -> Result<ServerTls, Error> {
     let (ca_pem, issuer) = match ca {
         CaSource::Generate => {
@@ -99,7 +100,11 @@ pub(crate) fn build(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(ServerTls {
         ca_pem,
         config: Arc::new(config),

@@ -173,10 +173,7 @@ pub(crate) fn spawn(
 /// Waits the latency injected on a connection event (`Connect`, `TlsHandshake`, …); counted
 /// faults are left for requests.
 async fn wait_latency(shared: &Shared, op: &str) {
-    let latency = shared.telemetry.latency(op, "");
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    fault::wait(shared.telemetry.latency(op, "")).await;
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
