@@ -248,19 +248,26 @@ pub fn user_agent(suffix: Option<&str>) -> String {
 
 /// Builds the shared client. One per process (or per test); cheap to clone.
 pub fn build_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
-    let roots = load_roots(opts)?;
-    client_builder(opts, roots, &[b"h2", b"http/1.1"])?
-        .build()
-        .map_err(|e| HttpError::Build(e.to_string()))
+    build_client_and_tls(opts).map(|(client, _)| client)
 }
 
-/// The shared client shape (rustls with the ring provider, timeouts, User-Agent, `opts.resolve`)
-/// over the given trust anchors and ALPN protocols, left open for more settings.
-pub(crate) fn client_builder(
+/// Builds the shared client and returns its TLS configuration too (ALPN `h2`, `http/1.1`), for
+/// connections opened outside reqwest with the same trust anchors (they are shared, not copied).
+pub fn build_client_and_tls(
     opts: &HttpOptions,
+) -> Result<(reqwest::Client, rustls::ClientConfig), HttpError> {
+    let tls = tls_config(load_roots(opts)?, &[b"h2", b"http/1.1"])?;
+    let client = client_builder(opts, tls.clone())
+        .build()
+        .map_err(|e| HttpError::Build(e.to_string()))?;
+    Ok((client, tls))
+}
+
+/// rustls with the ring provider over the given trust anchors and ALPN protocols.
+pub(crate) fn tls_config(
     roots: rustls::RootCertStore,
     alpn: &[&[u8]],
-) -> Result<reqwest::ClientBuilder, HttpError> {
+) -> Result<rustls::ClientConfig, HttpError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -268,6 +275,15 @@ pub(crate) fn client_builder(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tls)
+}
+
+/// The shared client shape (timeouts, User-Agent, `opts.resolve`) over `tls`, left open for
+/// more settings.
+pub(crate) fn client_builder(
+    opts: &HttpOptions,
+    tls: rustls::ClientConfig,
+) -> reqwest::ClientBuilder {
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(opts.connect_timeout)
@@ -276,7 +292,7 @@ pub(crate) fn client_builder(
     for (host, addr) in &opts.resolve {
         b = b.resolve(host, *addr);
     }
-    Ok(b)
+    b
 }
 
 #[cfg(test)]

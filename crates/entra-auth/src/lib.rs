@@ -41,7 +41,7 @@ pub use credential::{
     CredentialIdentity, ManagedIdentityCredential, NodeEndpoints, PodIdentityCredential,
     TokenCredential,
 };
-pub use http::{HttpError, HttpOptions, build_client};
+pub use http::{HttpError, HttpOptions, build_client, build_client_and_tls};
 pub use retry::RetryPolicy;
 pub use sensitive::SecretString;
 pub use token_cache::{CachedCredential, PrincipalKey, TokenCache, TokenCacheStats};

@@ -38,7 +38,7 @@ use url::Url;
 
 use crate::cloud::Cloud;
 use crate::credential::{AccessToken, AuthError, BoxFuture, CredentialIdentity, TokenCredential};
-use crate::http::{HttpOptions, client_builder, load_roots};
+use crate::http::{HttpOptions, client_builder, load_roots, tls_config};
 use crate::retry::RetryPolicy;
 use sensitive::SecretString;
 
@@ -411,7 +411,7 @@ impl TokenProxy {
         // The SNI name is the URL host (so rustls sends it and checks the certificate against
         // it), pinned to the proxy's real addresses. No HTTP(S)_PROXY: the token proxy is the
         // cluster's API server address, and an outbound proxy would be asked for the SNI name.
-        let client = client_builder(&self.http, roots, &[b"http/1.1"])?
+        let client = client_builder(&self.http, tls_config(roots, &[b"http/1.1"])?)
             .http1_only()
             .no_proxy()
             .resolve_to_addrs(&sni, &addrs)

@@ -9,6 +9,7 @@ use entra_auth::{AccessToken, BoxFuture, Challenge, RetryPolicy, TokenCredential
 use tokio::sync::Mutex;
 use url::Url;
 
+use crate::direct::{Deadline, DirectOptions, Route};
 use crate::model::{
     CertificateBundle, KeyBundle, ObjectItem, ObjectKind, SecretBundle, VersionItem,
     decode_certificate, decode_error, decode_inner_code, decode_key, decode_objects_page,
@@ -107,6 +108,7 @@ pub struct HttpConnector {
     options: ClientOptions,
     vaults: Arc<VaultRegistry>,
     observer: Option<Arc<dyn RequestObserver>>,
+    direct: Option<DirectOptions>,
 }
 
 impl std::fmt::Debug for HttpConnector {
@@ -125,7 +127,15 @@ impl HttpConnector {
             options,
             vaults: Arc::default(),
             observer: None,
+            direct: None,
         }
+    }
+
+    /// Gives each vault an HTTP/2 connection of its own, opened while its first token is fetched
+    /// (see [`DirectOptions`]); `None` leaves every request to the reqwest client.
+    pub fn with_direct(mut self, direct: Option<DirectOptions>) -> Self {
+        self.direct = direct;
+        self
     }
 
     /// Reports every exchange and pacer wait to `observer`.
@@ -159,6 +169,7 @@ impl Connector for HttpConnector {
         );
         kv.shared = self.vaults.get(&kv.base_str, self.options.pacing);
         kv.observer.clone_from(&self.observer);
+        kv.direct.clone_from(&self.direct);
         Arc::new(kv)
     }
 }
@@ -178,6 +189,13 @@ pub struct HttpKeyVault {
     /// Pacer and challenge scope of the vault, shared with the connector's other clients.
     shared: Arc<VaultShared>,
     observer: Option<Arc<dyn RequestObserver>>,
+    direct: Option<DirectOptions>,
+}
+
+/// Why an attempt got no answer.
+enum SendError {
+    Timeout,
+    Transport(String),
 }
 
 impl std::fmt::Debug for HttpKeyVault {
@@ -208,6 +226,7 @@ impl HttpKeyVault {
             gate: Mutex::new(()),
             shared: Arc::new(VaultShared::new(options.pacing)),
             observer: None,
+            direct: None,
             options,
         }
     }
@@ -310,6 +329,10 @@ impl HttpKeyVault {
             let held = self.gate.lock().await;
             bearer = self.cached_token().await;
             if bearer.is_none() {
+                if let Some(direct) = &self.direct {
+                    // The vault's connection opens while the token is fetched.
+                    self.shared.conn.warm(direct, &self.base);
+                }
                 match self.shared.scope() {
                     // The vault's scope is known from an earlier client: no unauthenticated probe.
                     Some(scope) => bearer = Some(self.fetch_token(scope).await?),
@@ -330,14 +353,7 @@ impl HttpKeyVault {
                     o.throttle_wait(waited);
                 }
             }
-            let mut req = self
-                .http
-                .get(url.clone())
-                .timeout(self.options.call_timeout);
-            if let Some(t) = &bearer {
-                req = req.bearer_auth(t);
-            }
-            let (retryable, server_delay) = match req.send().await {
+            let (retryable, server_delay) = match self.send(url, bearer.as_deref()).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     self.observe(operation, status_label(status));
@@ -403,13 +419,13 @@ impl HttpKeyVault {
                         }
                     }
                 }
-                Err(e) if e.is_timeout() => {
+                Err(SendError::Timeout) => {
                     self.observe(operation, "timeout");
                     (Ok(KvError::Timeout(self.options.call_timeout)), None)
                 }
-                Err(e) => {
+                Err(SendError::Transport(reason)) => {
                     self.observe(operation, "transport");
-                    (Ok(KvError::Transport(transport_reason(&e))), None)
+                    (Ok(KvError::Transport(reason)), None)
                 }
             };
             attempt += 1;
@@ -435,6 +451,86 @@ impl HttpKeyVault {
             }
         }
     }
+}
+
+impl HttpKeyVault {
+    /// One attempt: over the vault's own HTTP/2 connection when there is one, else through
+    /// reqwest. Either way the call timeout covers connecting, the answer and its body.
+    async fn send(&self, url: &Url, bearer: Option<&str>) -> Result<reqwest::Response, SendError> {
+        if let Some(direct) = &self.direct {
+            let deadline = tokio::time::Instant::now() + self.options.call_timeout;
+            let route =
+                tokio::time::timeout_at(deadline, self.shared.conn.connection(direct, &self.base))
+                    .await
+                    .map_err(|_| SendError::Timeout)?
+                    .map_err(|e| SendError::Transport(e.0.to_string()))?;
+            if let Route::H2(send, in_flight) = route {
+                return send_h2(send, in_flight, direct, url, bearer, deadline).await;
+            }
+        }
+        let mut req = self
+            .http
+            .get(url.clone())
+            .timeout(self.options.call_timeout);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                SendError::Timeout
+            } else {
+                SendError::Transport(transport_reason(&e))
+            }
+        })
+    }
+}
+
+/// A GET over a vault's own HTTP/2 connection, its answer as a reqwest response (the body read
+/// by the same capped reader, failing once `deadline` has passed).
+async fn send_h2(
+    mut send: hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    in_flight: crate::direct::InFlight,
+    direct: &DirectOptions,
+    url: &Url,
+    bearer: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Result<reqwest::Response, SendError> {
+    let mut req = http::Request::get(url.as_str())
+        .header(http::header::USER_AGENT, direct.user_agent().clone())
+        .header(http::header::ACCEPT, "*/*");
+    if let Some(t) = bearer {
+        let value = zeroize::Zeroizing::new(format!("Bearer {t}"));
+        let mut value = http::HeaderValue::from_str(&value)
+            .map_err(|_| SendError::Transport("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        req = req.header(http::header::AUTHORIZATION, value);
+    }
+    let req = req
+        .body(http_body_util::Empty::new())
+        .map_err(|e| SendError::Transport(format!("request failed: {e}")))?;
+    let answer = tokio::time::timeout_at(deadline, async {
+        send.ready().await?;
+        send.send_request(req).await
+    })
+    .await
+    .map_err(|_| SendError::Timeout)?
+    .map_err(|e| SendError::Transport(hyper_reason(&e)))?;
+    let (parts, body) = answer.into_parts();
+    let body = reqwest::Body::wrap(Deadline::new(body, deadline, in_flight));
+    Ok(reqwest::Response::from(http::Response::from_parts(
+        parts, body,
+    )))
+}
+
+/// A hyper error's text with its deepest cause (no URL in either).
+fn hyper_reason(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{e}: {s}");
+        src = s.source();
+    }
+    format!("request failed: {text}")
 }
 
 fn with_trailing_slash(url: &mut Url) {

@@ -21,11 +21,16 @@
 //!   failed, server error, timeout, transport, bad response.
 //! - `nextLink` is only followed on the vault's own scheme/host/port, so a token never goes to
 //!   another host.
+//! - Connections ([`DirectOptions`]): each vault gets one HTTP/2 connection of its own, opened
+//!   while the vault's first token is fetched, so the first requests wait for neither TCP nor TLS;
+//!   reqwest carries the requests through a proxy from the environment and to a vault that does
+//!   not speak HTTP/2.
 //! - Bodies are read chunk by chunk under a cap ([`MAX_RESPONSE_BYTES`], 1 MiB; error bodies
 //!   64 KiB): a longer answer is [`KvError::BadResponse`], never buffered whole.
 
 pub mod cache;
 mod client;
+mod direct;
 mod error;
 mod model;
 pub mod throttle;
@@ -35,6 +40,7 @@ pub use client::{
     API_VERSION, ClientOptions, HttpConnector, HttpKeyVault, MAX_RESPONSE_BYTES, RequestObserver,
     status_label,
 };
+pub use direct::DirectOptions;
 pub use error::KvError;
 pub use model::{
     CertificateBundle, Jwk, KeyBundle, ObjectItem, ObjectKind, SecretBundle, SecretBytes,

@@ -198,6 +198,8 @@ pub(crate) struct VaultShared {
     /// The token scope from the vault's last verified challenge: later clients of the vault ask
     /// for a token first instead of sending an unauthenticated probe.
     scope: Mutex<Option<String>>,
+    /// The vault's own HTTP/2 connection (when the connector opens them).
+    pub(crate) conn: Arc<crate::direct::Slot>,
 }
 
 impl VaultShared {
@@ -205,6 +207,7 @@ impl VaultShared {
         Self {
             pacer: pacing.enabled().then(|| Pacer::new(pacing)),
             scope: Mutex::new(None),
+            conn: Arc::default(),
         }
     }
 

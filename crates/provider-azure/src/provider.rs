@@ -16,8 +16,8 @@ use entra_auth::{
 };
 use futures::{StreamExt, TryStreamExt};
 use keyvault_client::{
-    CacheOptions, CacheStats, CachingConnector, ClientOptions, Connector, HttpConnector, KeyVault,
-    ObjectKind,
+    CacheOptions, CacheStats, CachingConnector, ClientOptions, Connector, DirectOptions,
+    HttpConnector, KeyVault, ObjectKind,
 };
 use provider_proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
 use tracing::Instrument;
@@ -135,12 +135,15 @@ struct Job {
 impl Provider {
     /// Builds the provider with the real HTTP Key Vault connector.
     pub fn new(config: ProviderConfig, metrics: Arc<Metrics>) -> Result<Self, ProviderError> {
-        let http = entra_auth::build_client(&config.http)?;
+        let (http, tls) = entra_auth::build_client_and_tls(&config.http)?;
         let mut options = config.keyvault;
         // The scope is a cache too: with caching off, every mount probes, as upstream.
         options.share_challenge_scope &= !config.cache_ttl.is_zero();
-        let connector =
-            Arc::new(HttpConnector::new(http.clone(), options).with_observer(metrics.clone()));
+        let connector = Arc::new(
+            HttpConnector::new(http.clone(), options)
+                .with_direct(DirectOptions::new(tls, &config.http))
+                .with_observer(metrics.clone()),
+        );
         Self::with_connector(config, http, connector, metrics)
     }
 

@@ -120,3 +120,78 @@ async fn a_resource_the_vault_refuses_is_corrected_by_its_challenge() {
         .unwrap_err();
     assert_eq!(kv(&admin, 401).await, 0, "the learnt scope is kept");
 }
+
+/// The vault's connection opens while the first token is fetched, so the first GETs wait for
+/// neither TCP nor TLS; the three parallel first requests share that one connection (HTTP/2
+/// streams) instead of each opening its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_connection_opens_while_the_token_is_fetched() {
+    let env = start(|_| {}).await;
+    let admin = env.emu.admin();
+    // The token takes 3 s: long enough to see what happens meanwhile.
+    admin
+        .inject_fault("Imds", keyvault_emulator::Fault::Latency { ms: 3000 })
+        .await
+        .unwrap();
+    let attrs = env.attrs(&[
+        ("useVMManagedIdentity", "true"),
+        ("objects", &objects(CLASS)),
+    ]);
+    let mut client = connect(&env.sock).await;
+    let dir = env.dir.path().to_path_buf();
+    let mount = tokio::spawn(async move { client.mount(mount_request(attrs, None, &dir)).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&admin, "TlsHandshake", None).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TLS handshake with the vault while the token was on its way"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count(&admin, "Imds", None).await,
+        0,
+        "the handshake came before the token was answered"
+    );
+    assert_eq!(kv(&admin, 200).await + kv(&admin, 401).await, 0);
+    let files = mount.await.unwrap().unwrap().into_inner().files;
+    assert_eq!(files.len(), CLASS.len());
+    assert_eq!(count(&admin, "Imds", Some(200)).await, 1);
+    assert_eq!(kv(&admin, 200).await, 3);
+    assert_eq!(
+        count(&admin, "Connect", None).await,
+        1,
+        "one TCP connection"
+    );
+    assert_eq!(
+        count(&admin, "TlsHandshake", None).await,
+        1,
+        "one TLS handshake"
+    );
+}
+
+/// A vault that does not choose HTTP/2 in its TLS handshake (a gateway speaking HTTP/1.1 only)
+/// is served through the HTTP/1.1 client; the handshake of the own connection is made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_without_http2_is_served_over_http1() {
+    let env = Env::start_full(
+        &seed("[]", "none"),
+        |mut c| {
+            c.http1_only = true;
+            c
+        },
+        |c| c.cache_ttl = Duration::ZERO,
+    )
+    .await;
+    std::fs::write(&env.env_file, env.emu.azure_stack_environment().to_string()).unwrap();
+    let admin = env.emu.admin();
+    for _ in 0..2 {
+        mount(&env).await;
+    }
+    // cache off: both mounts fetch all three objects
+    assert_eq!(kv(&admin, 200).await, 6);
+    let handshakes = count(&admin, "TlsHandshake", None).await;
+    // one refused own connection, then at most the HTTP/1.1 pool's connections (one per
+    // concurrent request: 3) plus the token endpoint's
+    assert!(handshakes <= 5, "{handshakes} TLS handshakes");
+}
