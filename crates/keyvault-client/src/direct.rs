@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 use url::Url;
 
-/// A connection without a request for this long is closed.
+/// A connection without a request for this long is closed (reqwest's pool default).
 pub(crate) const IDLE: Duration = Duration::from_secs(90);
 
 /// How [`HttpConnector`](crate::HttpConnector) opens vault connections of its own.
@@ -38,12 +38,14 @@ pub struct DirectOptions {
     resolve: Arc<[(String, SocketAddr)]>,
     connect_timeout: Duration,
     user_agent: http::HeaderValue,
+    idle: Duration,
 }
 
 impl std::fmt::Debug for DirectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectOptions")
             .field("connect_timeout", &self.connect_timeout)
+            .field("idle", &self.idle)
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +67,14 @@ impl DirectOptions {
                 http.user_agent_suffix.as_deref(),
             ))
             .ok()?,
+            idle: IDLE,
         })
+    }
+
+    /// Closes a connection after `idle` without a request instead of 90 s.
+    pub fn with_idle(mut self, idle: Duration) -> Self {
+        self.idle = idle.max(Duration::from_millis(1));
+        self
     }
 
     /// The User-Agent header of requests over these connections.
@@ -238,20 +247,20 @@ impl Slot {
     }
 
     /// Called by a connection's idle timer: closes it if it is still the slot's connection, has
-    /// no request in flight and none took it for [`IDLE`]. Returns whether it was closed.
-    fn close_if_idle(&self, generation: u64, in_flight: &AtomicUsize) -> bool {
+    /// no request in flight and none took it for `idle`. Returns whether it was closed.
+    fn close_if_idle(&self, generation: u64, in_flight: &AtomicUsize, idle: Duration) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !matches!(&state.0, State::Open { generation: g, .. } if *g == generation) {
             // Replaced already: this connection is no longer handed out.
             return in_flight.load(Ordering::Acquire) == 0;
         }
-        let idle = self
+        let quiet = self
             .last_used
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .elapsed()
-            >= IDLE;
-        if idle && in_flight.load(Ordering::Acquire) == 0 {
+            >= idle;
+        if quiet && in_flight.load(Ordering::Acquire) == 0 {
             state.0 = State::Closed;
             return true;
         }
@@ -321,14 +330,15 @@ async fn open(
         .map_err(|e| format!("connection failed: {e}"))?;
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counted = in_flight.clone();
+    let idle = opts.idle;
     tokio::spawn(async move {
         let mut conn = std::pin::pin!(conn);
         loop {
             tokio::select! {
                 _ = &mut conn => return,
-                () = tokio::time::sleep(IDLE / 3) => {
+                () = tokio::time::sleep(idle / 3) => {
                     let Some(slot) = slot.upgrade() else { return };
-                    if slot.close_if_idle(generation, &counted) {
+                    if slot.close_if_idle(generation, &counted, idle) {
                         tracing::debug!("closing an idle Key Vault connection");
                         return;
                     }

@@ -191,9 +191,20 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // A `drop` fault closes the whole connection: hyper would reset only the stream on HTTP/2,
+    // where a network failure loses every request on the connection.
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let drop_signal = dropped.clone();
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { handler.handle(&shared, req).await }
+        let drop_signal = drop_signal.clone();
+        async move {
+            let result = handler.handle(&shared, req).await;
+            if result.is_err() {
+                drop_signal.notify_one();
+            }
+            result
+        }
     });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -201,6 +212,7 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
+        () = dropped.notified() => return,
         () = stopped(&mut stop) => {}
     }
     conn.as_mut().graceful_shutdown();
