@@ -119,3 +119,74 @@ async fn a_wrong_client_secret_fails_clearly_and_writes_nothing() {
         "a file was written on failure"
     );
 }
+
+/// `--provider-dir` talks to a provider that is already running (here one started in this test on
+/// `<dir>/azure.sock`, trusting the emulator's CA and resolving the vault to it) instead of
+/// starting its own; an empty directory is refused with the flag to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_dir_mounts_through_a_running_provider() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (class, secrets, ca) = files(&emu, dir.path(), "right-secret");
+    let run = move |providers: &std::path::Path, target: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_secrets-store"))
+            .arg("mount")
+            .arg("--class")
+            .arg(&class)
+            .arg("--target")
+            .arg(target)
+            .arg("--secrets")
+            .arg(&secrets)
+            .arg("--provider-dir")
+            .arg(providers)
+            .output()
+            .expect("run")
+    };
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("dir");
+    let out = run(&empty, &dir.path().join("nothing"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no provider socket at") && stderr.contains("--provider-dir"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("nothing").join("app-password").exists());
+
+    let providers = dir.path().join("providers");
+    std::fs::create_dir(&providers).expect("dir");
+    let mut config = provider_azure::ProviderConfig::default();
+    config.http.ssl_cert_file = Some(ca);
+    config.http.resolve = vec![(emu.vault_host("kv1"), emu.https_addr())];
+    let server = provider_azure::Server::bind(provider_azure::ServerConfig::new(
+        format!("unix://{}", providers.join("azure.sock").display()),
+        config,
+    ))
+    .await
+    .expect("provider");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let target = dir.path().join("out");
+    let out = tokio::task::spawn_blocking({
+        let (providers, target, run) = (providers.clone(), target.clone(), run.clone());
+        move || run(&providers, &target)
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("app-password")).expect("file"),
+        "mount-test-value-7f3a"
+    );
+    assert!(target.join("sign").exists());
+    let _ = stop.send(());
+    let _ = serving.await;
+}

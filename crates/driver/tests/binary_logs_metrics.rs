@@ -48,7 +48,7 @@ async fn logs_carry_no_secrets_and_metrics_are_served() -> anyhow::Result<()> {
     }
     let mut driver = ChildGuard::spawn("secrets-store-csi-driver", cmd, &log)?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    while !test_support::socket_accepts(&sock) {
         anyhow::ensure!(
             driver.is_running() && Instant::now() < deadline,
             "driver did not start:\n{}",

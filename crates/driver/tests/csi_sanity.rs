@@ -45,7 +45,7 @@ fn csi_sanity_node_suite_passes() -> anyhow::Result<()> {
         &dir.path().join("driver.log"),
     )?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    while !test_support::socket_accepts(&sock) {
         anyhow::ensure!(
             driver.is_running(),
             "driver exited:\n{}",

@@ -87,7 +87,7 @@ async fn harness(
         .await;
     });
     for _ in 0..100 {
-        if sock.exists() {
+        if test_support::socket_accepts(&sock) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

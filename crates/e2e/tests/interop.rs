@@ -231,7 +231,7 @@ async fn our_driver_with_the_upstream_go_provider_writes_what_our_provider_write
     )
     .expect("start the upstream provider");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    while !test_support::socket_accepts(&socket) {
         assert!(
             go.is_running(),
             "upstream provider exited\n{}",

@@ -189,6 +189,18 @@ async fn unauthenticated_request_gets_the_key_vault_challenge() {
     );
 }
 
+/// An IMDS token request (`Metadata: true`) at `url`, its JSON answer.
+async fn imds(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn imds_and_nmi_answer_in_their_real_shapes_and_tokens_work() {
     let yaml = format!(
@@ -209,15 +221,7 @@ async fn imds_and_nmi_answer_in_their_real_shapes_and_tokens_work() {
     assert_eq!(r.status().as_u16(), 400);
     let b: Value = r.json().await.expect("json");
     assert_eq!(b["error"], "invalid_request");
-    let b: Value = http
-        .get(&url)
-        .header("Metadata", "true")
-        .send()
-        .await
-        .expect("imds")
-        .json()
-        .await
-        .expect("json");
+    let b = imds(&http, &url).await;
     for f in [
         "access_token",
         "client_id",
@@ -308,15 +312,7 @@ async fn a_managed_identity_token_near_expiry_is_never_handed_out_again() {
     );
     let mut tokens = Vec::new();
     for _ in 0..2 {
-        let b: Value = http
-            .get(&url)
-            .header("Metadata", "true")
-            .send()
-            .await
-            .expect("imds")
-            .json()
-            .await
-            .expect("json");
+        let b = imds(&http, &url).await;
         assert_eq!(b["expires_in"], "240", "{b}");
         tokens.push(b["access_token"].as_str().expect("token").to_string());
     }

@@ -142,8 +142,7 @@ fn start(setup: &Setup, subject: &Subject, n: usize) -> (std::process::Child, Pa
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    // The socket file appears at bind(2), a moment before listen(2): wait until it accepts.
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+    while !test_support::socket_accepts(&sock) {
         assert!(
             Instant::now() < deadline,
             "{} did not listen on its socket",

@@ -86,7 +86,7 @@ async fn binary_mounts_reports_health_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    while !test_support::socket_accepts(&sock) {
         assert!(
             Instant::now() < deadline,
             "no socket; log:\n{}",

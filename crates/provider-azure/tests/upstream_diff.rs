@@ -64,7 +64,7 @@ async fn same_files_as_the_upstream_go_provider() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    while !test_support::socket_accepts(&sock) {
         assert!(
             Instant::now() < deadline,
             "upstream provider did not start: {}",

@@ -32,6 +32,13 @@ pub use process::ChildGuard;
 pub use python::PythonSdk;
 pub use stand_ins::{Controllers, ServiceRelay};
 
+/// Whether a daemon listens on the unix socket at `path`: the socket file appears at bind(2), a
+/// moment before listen(2), so a connect made between the two is refused. Wait on this, not on the
+/// file's existence.
+pub fn socket_accepts(path: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 /// A TCP port that was free on 127.0.0.1 and 0.0.0.0 a moment ago.
 ///
 /// There is a window between this call and the caller's bind; peers that can bind port 0 and

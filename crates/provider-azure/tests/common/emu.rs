@@ -182,7 +182,7 @@ pub fn sp_secrets(id: &str, secret: &str) -> String {
 
 /// Starts a provider binary (ours or upstream's) on `<dir>/<name>.sock` against this emulator,
 /// reaching it as a node would: `SSL_CERT_FILE`, the vault's name in a private /etc/hosts, NMI/IMDS
-/// through `AZURE_POD_IDENTITY_AUTHORITY_HOST`. Returns once the socket exists.
+/// through `AZURE_POD_IDENTITY_AUTHORITY_HOST`. Returns once the socket accepts connections.
 pub fn spawn(
     bin: &std::path::Path,
     env: &Env,
@@ -209,7 +209,7 @@ pub fn spawn(
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
+    while !test_support::socket_accepts(&sock) {
         assert!(std::time::Instant::now() < deadline, "{name} did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
