@@ -198,6 +198,13 @@ enum SendError {
     Transport(String),
 }
 
+/// Why a request over a vault's own connection got no answer.
+enum H2Error {
+    /// The connection was closed before the request went out: another connection may take it.
+    Closed,
+    Send(SendError),
+}
+
 impl std::fmt::Debug for HttpKeyVault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpKeyVault")
@@ -459,13 +466,31 @@ impl HttpKeyVault {
     async fn send(&self, url: &Url, bearer: Option<&str>) -> Result<reqwest::Response, SendError> {
         if let Some(direct) = &self.direct {
             let deadline = tokio::time::Instant::now() + self.options.call_timeout;
-            let route =
-                tokio::time::timeout_at(deadline, self.shared.conn.connection(direct, &self.base))
-                    .await
-                    .map_err(|_| SendError::Timeout)?
-                    .map_err(|e| SendError::Transport(e.0.to_string()))?;
-            if let Route::H2(send, in_flight) = route {
-                return send_h2(send, in_flight, direct, url, bearer, deadline).await;
+            // A connection that turns out closed before the request went out (the vault's
+            // GOAWAY, an idle close) is replaced at once: the request was not sent.
+            let mut closed = 0;
+            while closed < 2 {
+                let route = tokio::time::timeout_at(
+                    deadline,
+                    self.shared.conn.connection(direct, &self.base),
+                )
+                .await
+                .map_err(|_| SendError::Timeout)?
+                .map_err(|e| SendError::Transport(e.0.to_string()))?;
+                let Route::H2(send, in_flight) = route else {
+                    break;
+                };
+                match send_h2(send, in_flight, direct, url, bearer, deadline).await {
+                    Err(H2Error::Closed) => closed += 1,
+                    Err(H2Error::Send(e)) => return Err(e),
+                    Ok(resp) => return Ok(resp),
+                }
+            }
+            if closed == 2 {
+                return Err(SendError::Transport(
+                    "request failed: the vault closed two connections before the request went out"
+                        .into(),
+                ));
             }
         }
         let mut req = self
@@ -494,27 +519,34 @@ async fn send_h2(
     url: &Url,
     bearer: Option<&str>,
     deadline: tokio::time::Instant,
-) -> Result<reqwest::Response, SendError> {
+) -> Result<reqwest::Response, H2Error> {
     let mut req = http::Request::get(url.as_str())
         .header(http::header::USER_AGENT, direct.user_agent().clone())
         .header(http::header::ACCEPT, "*/*");
     if let Some(t) = bearer {
         let value = zeroize::Zeroizing::new(format!("Bearer {t}"));
-        let mut value = http::HeaderValue::from_str(&value)
-            .map_err(|_| SendError::Transport("the token is not a valid header value".into()))?;
+        let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
+            H2Error::Send(SendError::Transport(
+                "the token is not a valid header value".into(),
+            ))
+        })?;
         value.set_sensitive(true);
         req = req.header(http::header::AUTHORIZATION, value);
     }
     let req = req
         .body(http_body_util::Empty::new())
-        .map_err(|e| SendError::Transport(format!("request failed: {e}")))?;
-    let answer = tokio::time::timeout_at(deadline, async {
-        send.ready().await?;
-        send.send_request(req).await
-    })
-    .await
-    .map_err(|_| SendError::Timeout)?
-    .map_err(|e| SendError::Transport(hyper_reason(&e)))?;
+        .map_err(|e| H2Error::Send(SendError::Transport(format!("request failed: {e}"))))?;
+    if tokio::time::timeout_at(deadline, send.ready())
+        .await
+        .map_err(|_| H2Error::Send(SendError::Timeout))?
+        .is_err()
+    {
+        return Err(H2Error::Closed);
+    }
+    let answer = tokio::time::timeout_at(deadline, send.send_request(req))
+        .await
+        .map_err(|_| H2Error::Send(SendError::Timeout))?
+        .map_err(|e| H2Error::Send(SendError::Transport(hyper_reason(&e))))?;
     let (parts, body) = answer.into_parts();
     let body = reqwest::Body::wrap(Deadline::new(body, deadline, in_flight));
     Ok(reqwest::Response::from(http::Response::from_parts(

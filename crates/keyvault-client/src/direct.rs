@@ -310,7 +310,7 @@ async fn open(
     let tcp = tcp.ok_or(last)?;
     // As reqwest: requests are small and latency-bound.
     let _ = tcp.set_nodelay(true);
-    let name = rustls_pki_types::ServerName::try_from(host)
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
         .map_err(|e| format!("connection failed: {e}"))?;
     let tls = tokio::time::timeout(opts.connect_timeout, opts.tls.connect(name, tcp))
         .await
@@ -322,6 +322,7 @@ async fn open(
         })?
         .map_err(|e| format!("connection failed: {e}"))?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        tracing::debug!(vault = %host, "the vault did not choose HTTP/2: its requests go through the shared client");
         return Err(NOT_H2.into());
     }
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -346,6 +347,7 @@ async fn open(
             }
         }
     });
+    tracing::debug!(vault = %host, "opened a Key Vault connection (HTTP/2)");
     Ok(Conn { send, in_flight })
 }
 
