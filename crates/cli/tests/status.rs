@@ -116,14 +116,13 @@ async fn status_shows_versions_last_error_and_rotation() -> anyhow::Result<()> {
     // A failed refresh: reported as the last refresh error, with the Event.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let events = PodEvents::new(client.clone(), "node-1");
-    events
-        .warn(
-            &vc,
-            reason::MOUNT_ROTATION_FAILED,
-            "Rotate",
-            "provider fake: Throttled".into(),
-        )
-        .await;
+    events.warn(
+        &vc,
+        reason::MOUNT_ROTATION_FAILED,
+        "Rotate",
+        "provider fake: Throttled".into(),
+    );
+    events.flush().await;
     let r = collect(&client, NS, "web-1", None).await?;
     let e = r.last_refresh_error.clone().expect("the rotation failure");
     assert_eq!(e.reason, "MountRotationFailed");

@@ -122,6 +122,7 @@ async fn run(args: DriverArgs) -> anyhow::Result<()> {
         }
     }));
     tracing::info!(node = %config.node_id, driver = %config.driver_name, rotation = ?config.rotation, version = driver::VERSION, "starting");
+    let events = kube.as_ref().map(|k| k.events.clone());
     let service = NodeService::new(config, classes, mounter, provider, kube, metrics);
     let mut csi = tokio::spawn({
         let endpoint = endpoint.clone();
@@ -165,6 +166,14 @@ async fn run(args: DriverArgs) -> anyhow::Result<()> {
     }
     for task in side_servers {
         let _ = task.await;
+    }
+    // Events still queued (an API server that was unreachable a moment ago) get a few seconds.
+    if let Some(events) = events
+        && tokio::time::timeout(std::time::Duration::from_secs(5), events.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!("Events still queued at exit were dropped");
     }
     result
 }

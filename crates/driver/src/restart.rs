@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -174,7 +174,7 @@ pub struct Change<'a> {
 /// once per digest, at most once per `min_interval`.
 pub async fn reconcile(
     client: &kube::Client,
-    recorder: &Recorder,
+    events: &crate::events::PodEvents,
     change: &Change<'_>,
     min_interval: Duration,
 ) -> Result<Outcome, RestartError> {
@@ -284,9 +284,7 @@ pub async fn reconcile(
             action: "RolloutRestart".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &reference).await {
-            tracing::warn!(error = %daemon::error::Chain(&e), "failed to publish event");
-        }
+        events.publish(reference, ev);
         return Ok(Outcome::Restarted { kind, name });
     }
     Err(RestartError::Contended {

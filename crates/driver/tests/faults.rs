@@ -1090,6 +1090,7 @@ async fn sixteen_volumes_of_one_pod_published_at_once_all_succeed() -> anyhow::R
         .list(&ListParams::default())
         .await?;
     assert_eq!(statuses.items.len(), ROUNDS * 16);
+    c.svc.flush_events().await;
     for ns in ["same", "distinct"] {
         let events = events(&c.cp, ns).await?;
         assert_no_canary_in_events(&events);
@@ -1204,8 +1205,34 @@ async fn api_server_unreachable_during_a_publish() -> anyhow::Result<()> {
     );
     c.relay.up().await?;
 
-    // Events: the ones published while the API server was reachable carry no canary.
-    assert_no_canary_in_events(&events(&c.cp, ns).await?);
+    // Events raised while the API server was unreachable (the failed class read, the failed
+    // pod status write, the failed rotation) were queued and are sent once it is back; none
+    // carries a canary.
+    tokio::time::timeout(Duration::from_secs(120), c.svc.flush_events()).await?;
+    let events = events(&c.cp, ns).await?;
+    assert_no_canary_in_events(&events);
+    let raised = |reason: &str, text: &str| {
+        events.iter().any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.note.as_deref().unwrap_or_default().contains(text)
+        })
+    };
+    assert!(
+        raised(
+            "FailedToMountSecretsStore",
+            "failed to get secretproviderclass outage/kv"
+        ),
+        "{events:#?}"
+    );
+    // The failed pod status write is a second FailedToMountSecretsStore on the pod: the
+    // recorder counts it in the first one's series (its key leaves the note out).
+    let failed_mounts: i32 = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedToMountSecretsStore"))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    assert_eq!(failed_mounts, 2, "{events:#?}");
+    assert!(raised("MountRotationFailed", "outage/kv"), "{events:#?}");
     c.svc
         .unpublish("csi-fault", &target.display().to_string())
         .await?;

@@ -237,8 +237,10 @@ async fn publish(
     out
 }
 
-async fn events_for(cp: &ControlPlane, ns: &str, pod: &str) -> anyhow::Result<Vec<Event>> {
-    let list = Api::<Event>::namespaced(cp.client(), ns)
+/// The Events on `pod`, once the driver has sent the ones it raised so far.
+async fn events_for(h: &Harness, ns: &str, pod: &str) -> anyhow::Result<Vec<Event>> {
+    h.svc.flush_events().await;
+    let list = Api::<Event>::namespaced(h.cp.client(), ns)
         .list(&ListParams::default())
         .await?;
     Ok(list
@@ -378,7 +380,7 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
     assert!(secrets.get_opt("broken-s").await?.is_none());
 
     // An Event on the pod for the secretObject naming an object the provider did not return.
-    let events = events_for(&h.cp, ns, "web-1").await?;
+    let events = events_for(&h, ns, "web-1").await?;
     let missing = events
         .iter()
         .find(|e| e.reason.as_deref() == Some("SecretObjectNotMounted"));
@@ -468,7 +470,7 @@ async fn kubelet_publish_syncs_secrets_records_status_and_rotates() -> anyhow::R
     node.node_unpublish_volume(un).await?;
     assert!(!target.exists());
     assert!(h.sock.exists(), "server still up");
-    for e in &events_for(&h.cp, ns, "web-1").await? {
+    for e in &events_for(&h, ns, "web-1").await? {
         assert_no_canary("an Event", e.note.as_deref().unwrap_or_default());
     }
     assert_no_canary("the metrics", &h.svc.metrics().encode());
@@ -568,7 +570,7 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         (target.display().to_string().as_str(), "1")
     );
     assert_eq!(spcps.owner_references()[0].uid, uid);
-    let events = events_for(&h.cp, ns, "old-1").await?;
+    let events = events_for(&h, ns, "old-1").await?;
     assert!(
         events
             .iter()
@@ -600,7 +602,7 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
     );
     assert!(err.is_some_and(|e| e.message().contains("legacy/nope")));
     assert!(!target2.exists(), "nothing left behind");
-    let events = events_for(&h.cp, ns, "old-1").await?;
+    let events = events_for(&h, ns, "old-1").await?;
     assert!(
         events
             .iter()
@@ -660,7 +662,7 @@ async fn v1alpha1_classes_missing_classes_and_missing_permissions() -> anyhow::R
         msg.contains("forbidden") && msg.contains("`get` on secretproviderclasses"),
         "{msg}"
     );
-    for e in &events_for(&weak_h.cp, ns, "old-1").await? {
+    for e in &events_for(&weak_h, ns, "old-1").await? {
         assert_no_canary("an Event", e.note.as_deref().unwrap_or_default());
     }
     for svc in [&h_svc, &weak_h.svc] {
@@ -712,7 +714,7 @@ async fn an_absent_optional_object_is_warned_about_once() -> anyhow::Result<()> 
             .filter(|e| e.reason.as_deref() == Some("OptionalSecretObjectAbsent"))
             .collect()
     };
-    let first = absent_events(events_for(&h.cp, ns, "web-1").await?);
+    let first = absent_events(events_for(&h, ns, "web-1").await?);
     assert_eq!(first.len(), 1, "{first:?}");
     let note = first[0].note.clone().unwrap_or_default();
     assert!(
@@ -732,7 +734,7 @@ async fn an_absent_optional_object_is_warned_about_once() -> anyhow::Result<()> 
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
     publish(&mut h, req.clone()).await?;
     assert_eq!(h.fake.state.calls(), 2, "the provider was asked again");
-    let again = absent_events(events_for(&h.cp, ns, "web-1").await?);
+    let again = absent_events(events_for(&h, ns, "web-1").await?);
     assert_eq!(again.len(), 1, "{again:?}");
     assert!(
         again[0].series.is_none(),

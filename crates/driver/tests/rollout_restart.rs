@@ -38,7 +38,15 @@ fn files(version: &str) -> Behaviour {
     )
 }
 
-async fn deployment_events(client: &kube::Client, name: &str) -> anyhow::Result<Vec<Event>> {
+/// The Deployment's Events, once each of `services` has sent the ones it raised so far.
+async fn deployment_events<'a>(
+    services: impl IntoIterator<Item = &'a NodeService>,
+    client: &kube::Client,
+    name: &str,
+) -> anyhow::Result<Vec<Event>> {
+    for s in services {
+        s.flush_events().await;
+    }
     Ok(Api::<Event>::namespaced(client.clone(), NS)
         .list(&ListParams::default())
         .await?
@@ -221,7 +229,7 @@ async fn one_rotation_seen_by_two_pods_on_two_nodes_restarts_the_deployment_once
     let (gen1, first_restart) = deployment_state(&admin).await?;
     assert_eq!(gen1, gen0 + 1, "exactly one pod-template change");
     assert!(first_restart.is_some());
-    let events = deployment_events(&admin, "web").await?;
+    let events = deployment_events(&services, &admin, "web").await?;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         events[0].reason.as_deref(),
@@ -270,7 +278,7 @@ async fn one_rotation_seen_by_two_pods_on_two_nodes_restarts_the_deployment_once
     assert_ne!(second_restart, first_restart);
     // Two restarts: two Events, or one Event with a series of two when the same driver
     // published both with the same note (the recorder aggregates repeats).
-    let occurrences: i32 = deployment_events(&admin, "web")
+    let occurrences: i32 = deployment_events(&services, &admin, "web")
         .await?
         .iter()
         .map(|e| e.series.as_ref().map_or(1, |s| s.count))
@@ -401,6 +409,7 @@ async fn missing_rbac_or_flag_is_a_warning_event_not_a_failed_mount() -> anyhow:
     let _g = MountGuard(vec![t0.clone(), req(1).0]);
     let with_flag = service(Some(Duration::from_secs(1)));
     assert_eq!(with_flag.publish(r0.clone(), T).await?, Published::Mounted);
+    with_flag.flush_events().await;
     let notes = pod_events("db-0").await?;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
@@ -425,6 +434,7 @@ async fn missing_rbac_or_flag_is_a_warning_event_not_a_failed_mount() -> anyhow:
     let (_, r1) = req(1);
     let without = service(None);
     assert_eq!(without.publish(r1, T).await?, Published::Mounted);
+    without.flush_events().await;
     let notes = pod_events("db-1").await?;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains("--rotation-restart-owners"), "{notes:?}");
@@ -444,6 +454,7 @@ async fn missing_rbac_or_flag_is_a_warning_event_not_a_failed_mount() -> anyhow:
         without.publish(r1, T).await?,
         Published::Refreshed { changed: true }
     );
+    without.flush_events().await;
     let stale: Vec<String> = Api::<Event>::namespaced(admin.clone(), NS)
         .list(&ListParams::default())
         .await?
@@ -580,7 +591,7 @@ async fn eight_nodes_one_rotation_one_restart() -> anyhow::Result<()> {
         assert_eq!(r?, Published::Refreshed { changed: true });
     }
     assert_eq!(deployment_state(&admin).await?.0, gen0 + 1, "one restart");
-    let events = deployment_events(&admin, "web").await?;
+    let events = deployment_events(work.iter().map(|(s, _)| s), &admin, "web").await?;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].series.is_none(), "{events:?}");
     let restarted: usize = work

@@ -816,11 +816,15 @@ fn beyond_upstream_in_one_pod(w: &mut World) -> Result<(), Failed> {
             groups.lines().all(|g| g == "2000") && groups.lines().count() == 3,
             "fsGroup owns the files: {groups}"
         );
-        let events = env.node().event_messages(NS, "beyond").await;
-        let absent: Vec<_> = events
-            .iter()
-            .filter(|e| e.starts_with("OptionalSecretObjectAbsent") && e.contains("missing-one"))
-            .collect();
+        let absent_event =
+            |e: &String| e.starts_with("OptionalSecretObjectAbsent") && e.contains("missing-one");
+        let events = env
+            .node()
+            .event_messages_until(NS, "beyond", Duration::from_secs(10), |events| {
+                events.iter().any(absent_event)
+            })
+            .await;
+        let absent: Vec<_> = events.iter().filter(|e| absent_event(e)).collect();
         ensure!(
             absent.len() == 1,
             "one Warning Event for the optional object: {events:?}"
@@ -953,7 +957,12 @@ fn last_known_good(w: &mut World) -> Result<(), Failed> {
             env.cat(&second, "/mnt/secrets/plain")? == "initial value",
             "served from last-known-good"
         );
-        let events = env.node().event_messages(NS, "lkg-second").await;
+        let events = env
+            .node()
+            .event_messages_until(NS, "lkg-second", Duration::from_secs(10), |events| {
+                events.iter().any(|e| e.starts_with("ServedStale"))
+            })
+            .await;
         ensure!(
             events.iter().any(|e| e.starts_with("ServedStale")),
             "a ServedStale Event on the pod: {events:?}"

@@ -89,6 +89,14 @@ struct Inner {
 }
 
 impl NodeService {
+    /// Waits until the Events raised so far have been sent (they go out in the background; see
+    /// [`PodEvents`]); at once without an API server.
+    pub async fn flush_events(&self) {
+        if let Some(k) = &self.inner.kube {
+            k.events.flush().await;
+        }
+    }
+
     pub fn new(
         config: Config,
         classes: Arc<dyn ClassSource>,
@@ -236,14 +244,12 @@ impl NodeService {
                     error_type = e.kind(), error = %e.render(), "NodePublishVolume failed"
                 );
                 if let Some(k) = &self.inner.kube {
-                    k.events
-                        .warn(
-                            &vc,
-                            reason::FAILED_TO_MOUNT,
-                            "NodePublishVolume",
-                            e.render(),
-                        )
-                        .await;
+                    k.events.warn(
+                        &vc,
+                        reason::FAILED_TO_MOUNT,
+                        "NodePublishVolume",
+                        e.render(),
+                    );
                 }
             }
         }
@@ -324,8 +330,7 @@ impl NodeService {
                 );
                 if let Some(k) = &self.inner.kube {
                     k.events
-                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.render())
-                        .await;
+                        .warn(vc, reason::MOUNT_ROTATION_FAILED, "Rotate", e.render());
                 }
                 Ok(Published::RefreshFailed)
             }
@@ -450,8 +455,7 @@ impl NodeService {
                             age.as_secs(),
                             vc.secret_provider_class
                         ),
-                    )
-                    .await;
+                    );
             }
         }
         let files = Arc::new(out.files);
@@ -501,8 +505,7 @@ impl NodeService {
                         "optional object {id} of SecretProviderClass {} is not in the store (missing or disabled): its file is left out until it appears (a later rotation writes it)",
                         vc.secret_provider_class
                     ),
-                )
-                .await;
+                );
         }
 
         if on_change == OnChange::RolloutRestart {
@@ -549,8 +552,7 @@ impl NodeService {
                     reason::FAILED_TO_CREATE_SECRET
                 };
                 kube.events
-                    .warn(vc, reason, "SyncSecret", failure.message.clone())
-                    .await;
+                    .warn(vc, reason, "SyncSecret", failure.message.clone());
             }
         }
         Ok(changed)
@@ -580,8 +582,7 @@ impl NodeService {
                             vc.secret_provider_class,
                             crate::notify::ON_CHANGE_ANNOTATION
                         ),
-                    )
-                    .await;
+                    );
             }
             return;
         };
@@ -606,8 +607,7 @@ impl NodeService {
             rotated: known.is_some() || (mounted && changed),
         };
         let outcome =
-            crate::restart::reconcile(&kube.client, kube.events.recorder(), &change, min_interval)
-                .await;
+            crate::restart::reconcile(&kube.client, &kube.events, &change, min_interval).await;
         use crate::restart::Outcome;
         let result = match &outcome {
             Ok(Outcome::Restarted { kind, name }) => {
@@ -629,8 +629,7 @@ impl NodeService {
                 let msg = daemon::error::render(e);
                 tracing::warn!(error = %msg, "rollout restart failed");
                 kube.events
-                    .warn(vc, reason::ROLLOUT_RESTART_FAILED, "RolloutRestart", msg)
-                    .await;
+                    .warn(vc, reason::ROLLOUT_RESTART_FAILED, "RolloutRestart", msg);
                 "error"
             }
         };

@@ -509,6 +509,25 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Waits up to `timeout` until the pod's Event messages satisfy `until` (Events are sent in
+    /// the background, a moment after the call that raised them); returns the last ones seen.
+    pub async fn event_messages_until(
+        &self,
+        ns: &str,
+        pod: &str,
+        timeout: Duration,
+        until: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.event_messages(ns, pod).await;
+            if until(&events) || tokio::time::Instant::now() >= deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs `argv` inside a running container of `pod` (through containerd, as `kubectl exec`
     /// would through kubelet) and returns its stdout.
     pub fn exec(&self, pod: &Pod, container: &str, argv: &[&str]) -> Result<String, NodeError> {
