@@ -234,6 +234,11 @@ impl Slot {
         }
         state.1 += 1;
         let generation = state.1;
+        // A new connection counts as used now: the idle timer measures from its opening.
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
         let conn = open(opts.clone(), base.clone(), Arc::downgrade(self), generation)
             .boxed()
             .shared();
