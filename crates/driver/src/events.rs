@@ -56,7 +56,7 @@ impl PodEvents {
         Self::with_retry_base(client, node_id, Duration::from_secs(1))
     }
 
-    /// As [`Self::new`], with the first wait before a retry (tests shorten it).
+    /// As [`Self::new`], with the first wait before a retry.
     pub fn with_retry_base(client: kube::Client, node_id: &str, retry_base: Duration) -> Self {
         let reporter = Reporter {
             controller: "secrets-store-csi-driver".into(),

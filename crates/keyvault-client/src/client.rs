@@ -556,13 +556,21 @@ async fn send_h2(
 
 /// A hyper error's text with its deepest cause (no URL in either).
 fn hyper_reason(e: &hyper::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = std::error::Error::source(e);
+    match deepest_cause(e) {
+        Some(d) => format!("request failed: {e}: {d}"),
+        None => format!("request failed: {e}"),
+    }
+}
+
+/// The text of the innermost cause under `e`, if it has one.
+fn deepest_cause(e: &dyn std::error::Error) -> Option<String> {
+    let mut src = e.source();
+    let mut deepest = None;
     while let Some(s) = src {
-        text = format!("{e}: {s}");
+        deepest = Some(s.to_string());
         src = s.source();
     }
-    format!("request failed: {text}")
+    deepest
 }
 
 fn with_trailing_slash(url: &mut Url) {
@@ -589,12 +597,7 @@ async fn error_body(resp: reqwest::Response) -> Vec<u8> {
 }
 
 fn transport_reason(e: &reqwest::Error) -> String {
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut deepest = None;
-    while let Some(s) = src {
-        deepest = Some(s.to_string());
-        src = s.source();
-    }
+    let deepest = deepest_cause(e);
     let kind = if e.is_connect() {
         "connection failed"
     } else {

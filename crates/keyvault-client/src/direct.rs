@@ -177,41 +177,37 @@ impl Slot {
         if base.scheme() != "https" {
             return Ok(Route::Reqwest);
         }
-        // Twice at most: a connection found closed is replaced once.
-        for _ in 0..2 {
-            let Some((generation, connecting)) = self.connecting(opts, base) else {
-                return Ok(Route::Reqwest);
-            };
-            let result = connecting.await;
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let current = matches!(&state.0, State::Open { generation: g, .. } if *g == generation);
-            match result {
-                Err(e) if e.as_ref() == NOT_H2 => {
-                    state.0 = State::NotH2;
-                    return Ok(Route::Reqwest);
+        let Some((generation, connecting)) = self.connecting(opts, base) else {
+            return Ok(Route::Reqwest);
+        };
+        let result = connecting.await;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = matches!(&state.0, State::Open { generation: g, .. } if *g == generation);
+        match result {
+            Err(e) if e.as_ref() == NOT_H2 => {
+                state.0 = State::NotH2;
+                Ok(Route::Reqwest)
+            }
+            Err(e) => {
+                if current {
+                    state.0 = State::Closed;
                 }
-                Err(e) => {
-                    if current {
-                        state.0 = State::Closed;
-                    }
-                    return Err(ConnectError(e));
+                Err(ConnectError(e))
+            }
+            Ok(conn) => {
+                // Found closed: the next caller opens another; this one's request sees it
+                // closed before sending and asks again (`HttpKeyVault::send`).
+                if conn.send.is_closed() && current {
+                    state.0 = State::Closed;
                 }
-                Ok(conn) if conn.send.is_closed() => {
-                    if current {
-                        state.0 = State::Closed;
-                    }
-                }
-                Ok(conn) => {
-                    conn.in_flight.fetch_add(1, Ordering::AcqRel);
-                    *self
-                        .last_used
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-                    return Ok(Route::H2(conn.send.clone(), InFlight(conn.in_flight)));
-                }
+                conn.in_flight.fetch_add(1, Ordering::AcqRel);
+                *self
+                    .last_used
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                Ok(Route::H2(conn.send, InFlight(conn.in_flight)))
             }
         }
-        Err(ConnectError("the vault closed its new connection".into()))
     }
 
     /// The open or opening connection, or a new one started; `None` when the vault is known
